@@ -1,0 +1,52 @@
+"""servingcast: plan LLM inference serving before you buy or deploy GPUs.
+
+The public API is small; heavy modules load on first use so ``import servingcast`` stays fast::
+
+    import servingcast as sc
+    e = sc.estimate("llama-3.1-70b", "h100-sxm", seq_len=2048, batch_size=64,
+                    output_len=256, tp=4, efficiency=None)
+    print(e.ttft_ms, e.tpot_ms)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "estimate": "servingcast.estimate",
+    "Estimate": "servingcast.estimate",
+    "CostModel": "servingcast.costmodel",
+    "Batch": "servingcast.costmodel",
+    "Parallelism": "servingcast.costmodel",
+    "get_model": "servingcast.specs",
+    "get_hardware": "servingcast.specs",
+    "get_precision": "servingcast.specs",
+    "ServingcastError": "servingcast.errors",
+    "ConfigError": "servingcast.errors",
+    "InfeasibleError": "servingcast.errors",
+}
+
+__all__ = [*sorted(_LAZY), "__version__"]
+
+if TYPE_CHECKING:
+    from servingcast.costmodel import Batch as Batch
+    from servingcast.costmodel import CostModel as CostModel
+    from servingcast.costmodel import Parallelism as Parallelism
+    from servingcast.errors import ConfigError as ConfigError
+    from servingcast.errors import InfeasibleError as InfeasibleError
+    from servingcast.errors import ServingcastError as ServingcastError
+    from servingcast.estimate import Estimate as Estimate
+    from servingcast.estimate import estimate as estimate
+    from servingcast.specs import get_hardware as get_hardware
+    from servingcast.specs import get_model as get_model
+    from servingcast.specs import get_precision as get_precision
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'servingcast' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,225 @@
+"""Command-line interface: ``servingcast`` (a group), ``servingcast-solve`` and
+``servingcast-simulate``.
+
+The CLI is a thin layer over the Python API. User mistakes (:class:`ServingcastError`) become
+one line on stderr and exit code 2; ``--debug`` (or ``SERVINGCAST_DEBUG=1``) shows the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from servingcast import __version__
+from servingcast.errors import ServingcastError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def handle_errors(func: F) -> F:
+    """Turn servingcast errors into a clean message and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = kwargs.pop("debug", False) or os.environ.get("SERVINGCAST_DEBUG") == "1"
+        try:
+            return func(*args, **kwargs)
+        except ServingcastError as exc:
+            if debug:
+                raise
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def debug_option(func: F) -> F:
+    """``--debug``: show tracebacks."""
+    return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(func)
+
+
+class _BatchSize(click.ParamType):  # type: ignore[type-arg]
+    name = "N|max"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        if text == "max":
+            return "max"
+        try:
+            number = int(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number or 'max'", param, ctx)
+        if number <= 0:
+            self.fail(f"must be > 0, got {number}", param, ctx)
+        return number
+
+
+class _Efficiency(click.ParamType):  # type: ignore[type-arg]
+    name = "E|calibrated"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        if text == "calibrated":
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a number in (0, 1] or 'calibrated'", param, ctx)
+        if not 0.0 < number <= 1.0:
+            self.fail(f"must be in (0, 1], got {number}", param, ctx)
+        return number
+
+
+_POSITIVE = click.IntRange(min=1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="servingcast")
+def main() -> None:
+    """Plan LLM inference serving: cost model estimates, the planner and the simulator."""
+
+
+@main.command()
+@click.option("-m", "--model", required=True,
+              help="Catalog name (llama-3.1-70b), HF config.json or its folder.")
+@click.option("-g", "--hardware", required=True, help="Catalog device (h100-sxm).")
+@click.option("--tp", type=_POSITIVE, default=1, show_default=True, help="Tensor parallel.")
+@click.option("--pp", type=_POSITIVE, default=1, show_default=True, help="Pipeline parallel.")
+@click.option("--ep", type=_POSITIVE, default=1, show_default=True,
+              help="Expert parallel (MoE; divides tp).")
+@click.option("--dp", type=_POSITIVE, default=1, show_default=True, help="Replicas.")
+@click.option("-b", "--batch-size", type=_BatchSize(), default=1, show_default=True,
+              help="Requests in the static batch, or 'max' (largest that fits).")
+@click.option("-i", "--input-len", type=int, required=True, help="Prompt tokens, e.g. 2048.")
+@click.option("-o", "--output-len", type=int, required=True, help="Output tokens, e.g. 256.")
+@click.option("-p", "--precision", default="fp16", show_default=True,
+              help="fp16, bf16, fp8, int8, w8a16, w4a16, w4a16-g32, fp4, fp32.")
+@click.option("--kv-cache-dtype", default=None, help="Override the KV-cache dtype (fp8).")
+@click.option("--efficiency", type=_Efficiency(), default="calibrated", show_default=True,
+              help="Fraction of peak, e.g. 0.5, or 'calibrated' per-device defaults.")
+@click.option("--decode-hardware", default=None,
+              help="Disaggregated: run decode on this device.")
+@click.option("--network-bandwidth", default="100 GB/s", show_default=True,
+              help="Prefill->decode KV link, e.g. '400 Gb/s'.")
+@click.option("--draft-model", default=None, help="Speculative decoding draft model.")
+@click.option("--draft-acceptance-rate", type=float, default=0.7, show_default=True,
+              help="Per-token acceptance rate in [0, 1].")
+@click.option("--num-speculative-tokens", type=int, default=4, show_default=True,
+              help="Draft tokens per step (k).")
+@click.option("--cached-prefix-len", type=int, default=0, show_default=True,
+              help="Prompt tokens already cached (< input-len).")
+@click.option("--prefill-chunk-tokens", type=int, default=None,
+              help="Chunked prefill budget per iteration, e.g. 512.")
+@click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True,
+              help="Fraction of HBM the engine may use (vLLM).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@debug_option
+@handle_errors
+def estimate(
+    model: str, hardware: str, tp: int, pp: int, ep: int, dp: int, batch_size: int | str,
+    input_len: int, output_len: int, precision: str, kv_cache_dtype: str | None,
+    efficiency: float | None, decode_hardware: str | None, network_bandwidth: str,
+    draft_model: str | None, draft_acceptance_rate: float, num_speculative_tokens: int,
+    cached_prefix_len: int, prefill_chunk_tokens: int | None, gpu_memory_utilization: float,
+    as_json: bool,
+) -> None:
+    """Estimate TTFT, TPOT, throughput and memory of one configuration.
+
+    Example: servingcast estimate --model llama-3.1-70b --hardware h100-sxm --tp 4
+    --batch-size 64 --input-len 2048 --output-len 256
+    """
+    from servingcast import report
+    from servingcast.estimate import estimate as run_estimate
+
+    result = run_estimate(
+        model, hardware, input_len, batch_size, precision, efficiency, decode_hardware,
+        network_bandwidth, draft_model, draft_acceptance_rate, cached_prefix_len,
+        prefill_chunk_tokens, output_len=output_len, tp=tp, pp=pp, ep=ep, dp=dp,
+        num_speculative_tokens=num_speculative_tokens, kv_cache_dtype=kv_cache_dtype,
+        gpu_memory_utilization=gpu_memory_utilization,
+    )
+    label = "calibrated" if efficiency is None else f"flat {efficiency:g}"
+    click.echo(report.estimate_json(result) if as_json else report.estimate_table(result, label))
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["hardware", "models"]))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@debug_option
+@handle_errors
+def catalog(kind: str, as_json: bool) -> None:
+    """List the hardware or model catalog (configs/hardware, configs/models)."""
+    import json
+
+    from servingcast import report
+    from servingcast.specs import hardware_catalog, model_catalog
+
+    if kind == "hardware":
+        hw = list(hardware_catalog().values())
+        click.echo(json.dumps([h.model_dump() for h in hw], indent=2) if as_json
+                   else report.hardware_table(hw))
+    else:
+        models = list(model_catalog().values())
+        click.echo(json.dumps([m.model_dump() for m in models], indent=2) if as_json
+                   else report.model_table(models))
+
+
+@main.command()
+@click.argument("csv_path", type=click.Path(path_type=Path), required=False)
+@click.option("--worst", type=int, default=5, show_default=True, help="Worst rows per use.")
+@debug_option
+@handle_errors
+def validate(csv_path: Path | None, worst: int) -> None:
+    """Compare the cost model with published measurements (default: the bundled CSV)."""
+    from servingcast.validation import compare, default_csv, format_report, read_rows
+
+    click.echo(format_report(compare(read_rows(csv_path or default_csv())), worst))
+
+
+_NOT_YET = ("{name} is not implemented yet: it lands with its issue. Until then, "
+            "'servingcast estimate' gives closed-form estimates of one configuration.")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def solve() -> None:
+    """Plan a cluster (not implemented yet)."""
+    _fail(_NOT_YET.format(name="servingcast solve"))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def simulate() -> None:
+    """Simulate a scenario (not implemented yet)."""
+    _fail(_NOT_YET.format(name="servingcast simulate"))
+
+
+def solve_main() -> None:
+    """Entry point of ``servingcast-solve`` (not implemented yet)."""
+    _fail(_NOT_YET.format(name="servingcast-solve"))
+
+
+def simulate_main() -> None:
+    """Entry point of ``servingcast-simulate`` (not implemented yet)."""
+    _fail(_NOT_YET.format(name="servingcast-simulate"))
+
+
+if __name__ == "__main__":
+    main()

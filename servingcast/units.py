@@ -1,0 +1,109 @@
+"""Parsing quantities with units.
+
+Inside servingcast every quantity is SI: seconds, bytes, bytes per second, FLOP/s. Users may
+write quantities with units (``"100 GB/s"``, ``"40 ms"``, ``"80 GiB"``) or plain numbers in the
+unit a parameter documents. Decimal prefixes are powers of 1000, binary ones (KiB, GiB) powers of
+1024, and a lower-case ``b`` means bits (``"400 Gb/s"`` is 50 GB/s).
+"""
+
+from __future__ import annotations
+
+import re
+
+from servingcast.errors import ConfigError
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_QUANTITY = re.compile(rf"^\s*({_NUMBER})\s*([A-Za-zµ/]*)\s*$")
+
+_DECIMAL = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
+_BINARY = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
+_TIME_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0}
+
+
+def _split(text: str, what: str) -> tuple[float, str]:
+    match = _QUANTITY.match(text)
+    if match is None:
+        raise ConfigError(
+            f"cannot read {text!r} as a {what}. To fix: write a number and a unit, e.g. "
+            f"{_EXAMPLES[what]!r}"
+        )
+    return float(match.group(1)), match.group(2)
+
+
+_EXAMPLES = {"bandwidth": "100 GB/s", "duration": "40 ms", "size": "80 GB"}
+
+
+def _bytes_factor(unit: str, text: str, what: str) -> float:
+    """Factor from ``unit`` (e.g. ``GB``, ``GiB``, ``Gb``) to bytes."""
+    if unit.endswith("B"):
+        bits = 1.0
+        prefix = unit[:-1]
+    elif unit.endswith("b"):
+        bits = 1.0 / 8.0
+        prefix = unit[:-1]
+    else:
+        raise ConfigError(
+            f"unknown unit in {text!r} for a {what}. To fix: use B or b with an optional "
+            f"prefix (k, M, G, T, Ki, Mi, Gi, Ti), e.g. {_EXAMPLES[what]!r}"
+        )
+    if prefix in _BINARY:
+        return _BINARY[prefix] * bits
+    if prefix in _DECIMAL:
+        return _DECIMAL[prefix] * bits
+    raise ConfigError(f"unknown prefix {prefix!r} in {text!r}. To fix: e.g. {_EXAMPLES[what]!r}")
+
+
+def parse_bandwidth(value: str | float | int, *, default_unit: str = "GB/s") -> float:
+    """Return a bandwidth in bytes/s; plain numbers are read in ``default_unit``."""
+    if isinstance(value, bool):
+        raise ConfigError(
+            f"a bandwidth must be a number or a string like '100 GB/s', got {value!r}")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), default_unit
+        text = f"{value} {default_unit}"
+    else:
+        number, unit = _split(value, "bandwidth")
+        text = value
+        if not unit:
+            unit = default_unit
+    if not unit.endswith("/s"):
+        raise ConfigError(
+            f"{text!r} is not a bandwidth (no '/s'). To fix: write e.g. '100 GB/s' or '400 Gb/s'"
+        )
+    result = number * _bytes_factor(unit[:-2], text, "bandwidth")
+    if result <= 0:
+        raise ConfigError(f"a bandwidth must be > 0, got {text!r}")
+    return result
+
+
+def parse_duration(value: str | float | int, *, default_unit: str = "ms") -> float:
+    """Return a duration in seconds; plain numbers are read in ``default_unit``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"a duration must be a number or a string like '40 ms', got {value!r}")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), default_unit
+    else:
+        number, unit = _split(value, "duration")
+        if not unit:
+            unit = default_unit
+    if unit not in _TIME_S:
+        raise ConfigError(
+            f"unknown time unit {unit!r} in {value!r}. To fix: use one of "
+            f"{', '.join(_TIME_S)} (e.g. '40 ms')"
+        )
+    return number * _TIME_S[unit]
+
+
+def parse_size(value: str | float | int, *, default_unit: str = "GB") -> float:
+    """Return a size in bytes; plain numbers are read in ``default_unit``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"a size must be a number or a string like '80 GB', got {value!r}")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), default_unit
+        text = f"{value} {default_unit}"
+    else:
+        number, unit = _split(value, "size")
+        text = value
+        if not unit:
+            unit = default_unit
+    return number * _bytes_factor(unit, text, "size")
