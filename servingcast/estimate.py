@@ -274,20 +274,21 @@ def estimate(
         TensorRT-LLM's rule instead of ``gpu_memory_utilization``: the KV cache takes this
         fraction of the memory left after weights and activations.
     """
-    _check_positive("seq_len", seq_len)
-    _check_positive("output_len", output_len)
+    _check_positive("seq_len (--input-len)", seq_len)
+    _check_positive("output_len (--output-len)", output_len)
     if not 0 <= cached_prefix_len < seq_len:
         raise ConfigError(
-            f"cached_prefix_len must be >= 0 and < seq_len ({seq_len}), got {cached_prefix_len}. "
-            "To fix: at least one prompt token must be computed"
+            f"cached_prefix_len (--cached-prefix-len) must be >= 0 and < seq_len ({seq_len}), got "
+            f"{cached_prefix_len}. To fix: at least one prompt token must be computed"
         )
     if not 0.0 <= draft_acceptance_rate <= 1.0:
         raise ConfigError(
-            f"draft_acceptance_rate must be in [0, 1], got {draft_acceptance_rate}"
+            f"draft_acceptance_rate (--draft-acceptance-rate) must be in [0, 1], got "
+            f"{draft_acceptance_rate}. To fix: pass the per-token probability, e.g. 0.7"
         )
     if prefill_chunk_tokens is not None:
-        _check_positive("prefill_chunk_tokens", prefill_chunk_tokens)
-    _check_positive("num_speculative_tokens", num_speculative_tokens)
+        _check_positive("prefill_chunk_tokens (--prefill-chunk-tokens)", prefill_chunk_tokens)
+    _check_positive("num_speculative_tokens (--num-speculative-tokens)", num_speculative_tokens)
     model_spec = get_model(model)
     hw = get_hardware(hardware)
     prec = get_precision(precision)
@@ -328,13 +329,15 @@ def estimate(
         max_b = min(max_b, max_batch_size(prefill_plan, seq_len))
     if isinstance(batch_size, str):
         if batch_size.strip().lower() != "max":
-            raise ConfigError(f"batch_size must be a whole number > 0 or 'max', got {batch_size!r}")
+            raise ConfigError(
+                f"batch_size (--batch-size) must be a whole number > 0 or 'max', "
+                f"got {batch_size!r}")
         require_fit(decode_cm, decode_plan, total_len, 1)
         if decode_hw is not None:
             require_fit(prefill_cm, prefill_plan, seq_len, 1)
         batch = max_b
     else:
-        _check_positive("batch_size", batch_size)
+        _check_positive("batch_size (--batch-size)", batch_size)
         batch = int(batch_size)
         require_fit(decode_cm, decode_plan, total_len, batch)
         if decode_hw is not None:

@@ -95,12 +95,14 @@ def test_moe_and_mla_models_estimate() -> None:
 
 @pytest.mark.parametrize(
     ("over", "message"),
-    [({"cached_prefix_len": 2048}, "cached_prefix_len must be >= 0 and < seq_len"),
-     ({"draft_acceptance_rate": 1.5}, r"draft_acceptance_rate must be in \[0, 1\]"),
-     ({"batch_size": 0}, "batch_size must be a whole number > 0"),
-     ({"seq_len": -3}, "seq_len must be a whole number > 0"),
-     ({"output_len": 0}, "output_len must be a whole number > 0"),
-     ({"batch_size": "lots"}, "batch_size must be a whole number > 0 or 'max'"),
+    [({"cached_prefix_len": 2048},
+      r"cached_prefix_len \(--cached-prefix-len\) must be >= 0 and < seq_len"),
+     ({"draft_acceptance_rate": 1.5},
+      r"draft_acceptance_rate \(--draft-acceptance-rate\) must be in \[0, 1\]"),
+     ({"batch_size": 0}, r"batch_size \(--batch-size\) must be a whole number > 0"),
+     ({"seq_len": -3}, r"seq_len \(--input-len\) must be a whole number > 0"),
+     ({"output_len": 0}, r"output_len \(--output-len\) must be a whole number > 0"),
+     ({"batch_size": "lots"}, "batch_size \\(--batch-size\\) must be a whole number > 0 or 'max'"),
      ({"model": "llama-3.1-7b"}, "unknown model 'llama-3.1-7b'.*did you mean"),
      ({"efficiency": 1.5}, r"efficiency must be in \(0, 1\]")],
 )
