@@ -7,50 +7,14 @@ one line on stderr and exit code 2; ``--debug`` (or ``SERVINGCAST_DEBUG=1``) sho
 
 from __future__ import annotations
 
-import functools
-import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from servingcast import __version__
-from servingcast.errors import ServingcastError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_USAGE = 2
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_USAGE)
-
-
-def handle_errors(func: F) -> F:
-    """Turn servingcast errors into a clean message and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = kwargs.pop("debug", False) or os.environ.get("SERVINGCAST_DEBUG") == "1"
-        try:
-            return func(*args, **kwargs)
-        except ServingcastError as exc:
-            if debug:
-                raise
-            _fail(str(exc))
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def debug_option(func: F) -> F:
-    """``--debug``: show tracebacks."""
-    return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(func)
+from servingcast._cli_common import debug_option, fail, handle_errors
+from servingcast._cli_sim import simulate_command
 
 
 class _BatchSize(click.ParamType):  # type: ignore[type-arg]
@@ -202,24 +166,15 @@ _NOT_YET = ("{name} is not implemented yet: it lands with its issue. Until then,
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 def solve() -> None:
     """Plan a cluster (not implemented yet)."""
-    _fail(_NOT_YET.format(name="servingcast solve"))
-
-
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def simulate() -> None:
-    """Simulate a scenario (not implemented yet)."""
-    _fail(_NOT_YET.format(name="servingcast simulate"))
+    fail(_NOT_YET.format(name="servingcast solve"))
 
 
 def solve_main() -> None:
     """Entry point of ``servingcast-solve`` (not implemented yet)."""
-    _fail(_NOT_YET.format(name="servingcast-solve"))
+    fail(_NOT_YET.format(name="servingcast-solve"))
 
 
-def simulate_main() -> None:
-    """Entry point of ``servingcast-simulate`` (not implemented yet)."""
-    _fail(_NOT_YET.format(name="servingcast-simulate"))
-
+main.add_command(simulate_command, "simulate")
 
 if __name__ == "__main__":
     main()

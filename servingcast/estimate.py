@@ -45,9 +45,14 @@ from servingcast.costmodel.memory import (
     max_batch_size,
     memory_plan,
     require_fit,
-    weights_bytes_per_stage,
 )
 from servingcast.costmodel.parallel import Parallelism
+from servingcast.costmodel.spec import (
+    draft_memory_extras,
+    draft_parallelism,
+    expected_tokens_per_step,
+    pipelined_step_s,
+)
 from servingcast.costmodel.step import BOUNDS, OPERATORS, CostModel
 from servingcast.errors import ConfigError, InfeasibleError
 from servingcast.specs.catalog import get_hardware, get_model
@@ -186,21 +191,18 @@ def _decode_phase(
         stats = decode_series(round(mb), seq_len + np.arange(steps), window)
         latency, interval = cm.iteration_s(stats)
         # Each micro-batch advances once per max(latency, micro * interval).
-        per_step = np.maximum(latency, micro * interval)
+        per_step = pipelined_step_s(latency, interval, micro, pp)
         scale = float(np.mean(per_step)) / max(float(np.mean(latency)), 1e-30)
         return float(np.mean(per_step)), _phase(cm, stats, 1.0 / steps, scale), bubble, None
     # Speculative decoding: k draft decode steps, then one verification of k + 1 tokens.
-    if acceptance >= 1.0:
-        expected = k + 1.0
-    else:
-        expected = (1.0 - acceptance ** (k + 1)) / (1.0 - acceptance)
+    expected = expected_tokens_per_step(acceptance, k)
     n_steps = max(1, math.ceil(steps / expected))
     ctx = seq_len + np.arange(n_steps) * expected
     verify = decode_series(round(mb), ctx, window, query_tokens=k + 1)
     v_lat, v_int = cm.iteration_s(verify)
     draft_s = sum((draft.iteration_s(decode_series(round(mb), ctx + j, window_d))[0]
                    for j in range(k)), np.zeros_like(ctx))
-    per_step = np.maximum(v_lat + draft_s, micro * (v_int + draft_s / pp))
+    per_step = pipelined_step_s(v_lat, v_int, micro, pp, draft_s)
     tpot = float(np.mean(per_step)) / expected
     scale = float(np.mean(per_step)) / max(float(np.mean(v_lat)), 1e-30) / expected
     return tpot, _phase(cm, verify, 1.0 / n_steps, scale), bubble, expected
@@ -310,14 +312,14 @@ def estimate(
                  if decode_hw is not None else prefill_cm)
     draft_cm = None
     if draft_model is not None:
-        draft_cm = CostModel(get_model(draft_model), decode_cm.hardware, prec,
-                             Parallelism(tp=_draft_tp(get_model(draft_model), tp)), efficiency)
+        draft_spec = get_model(draft_model)
+        draft_cm = CostModel(draft_spec, decode_cm.hardware, prec,
+                             draft_parallelism(draft_spec, tp), efficiency)
 
     def plan_for(cm: CostModel) -> MemoryPlan:
         extra_w = extra_kv = 0.0
         if draft_cm is not None and cm is decode_cm:
-            extra_w = max(weights_bytes_per_stage(draft_cm)) / pp
-            extra_kv = kv_bytes_per_token(draft_cm) / draft_cm.parallel.tp / pp
+            extra_w, extra_kv = draft_memory_extras(draft_cm, pp)
         return memory_plan(cm, gpu_memory_utilization, budget, 256, block_size, extra_w, extra_kv,
                            kv_cache_free_memory_fraction)
 
@@ -425,15 +427,6 @@ def estimate(
         spec_tokens_per_step=spec_tokens,
         notes=notes,
     )
-
-
-def _draft_tp(draft: ModelSpec, tp: int) -> int:
-    """The draft runs on the target's GPUs with the largest tp <= target tp it can shard by."""
-    for cand in range(tp, 0, -1):
-        kv_ok = draft.num_kv_heads % cand == 0 or cand % draft.num_kv_heads == 0
-        if draft.num_attention_heads % cand == 0 and (draft.mla is not None or kv_ok):
-            return cand
-    return 1
 
 
 __all__ = ["Estimate", "InfeasibleError", "PhaseBreakdown", "estimate"]

@@ -331,6 +331,14 @@ class CostModel:
         total.op["_interval"] = interval
         return total
 
+    def stage_times_s(self, stats: BatchStats) -> list[ArrayOrFloat]:
+        """Time of each pipeline stage's layers (s), without hand-offs or iteration overhead.
+
+        ``latency = sum(stages) + hand-offs + overhead`` and ``interval = max(stages) + slowest
+        hand-off + overhead``; :mod:`servingcast.costmodel.fast` probes these.
+        """
+        return [acc.total() for acc in self._stage_accs(stats)]
+
     def step(self, batch: Batch | BatchStats) -> StepTime:
         """Time and breakdown of one iteration of ``batch`` (scalar stats)."""
         stats = batch.stats(self.model.sliding_window) if isinstance(batch, Batch) else batch

@@ -1,0 +1,330 @@
+"""The discrete-event simulation: one object owns the clock, the event heap and its counter.
+
+Events are ``(time, priority, seq, handler, argument)`` on a heap; ``seq`` comes from the
+simulation's own ``itertools.count()``, so equal times pop in a fixed order and two simulations
+can run side by side. At equal times iterations end first (priority 0: they free slots and
+blocks), then KV transfers (1), then arrivals (2), and last an idle engine wakes up (3) — so it
+sees every request that arrived at that instant, as a real engine loop would. Each handler
+applies one event and returns the events it causes. Open-loop arrivals are already sorted, so
+they are read from their array in step with the heap instead of being pushed onto it.
+
+Request flow. An arrival is rejected if no instance could ever serve it (prompt and output
+longer than an instance's KV capacity or ``max_model_len``, or — without chunked prefill — a
+prompt longer than ``max_num_batched_tokens``); otherwise the router picks an instance and the
+instance's scheduler takes over (:mod:`servingcast.sim.instance`). Disaggregated: when a prefill
+instance has computed the prompt (and the first token) the decode router picks a decode instance
+and the KV cache, ``kv_bytes_per_token * tokens`` bytes
+(:func:`~servingcast.costmodel.memory.kv_bytes_per_token`), crosses the network in
+:func:`~servingcast.costmodel.comm.kv_transfer_s`. Each prefill instance has one outgoing and
+each decode instance one incoming link; a transfer waits until both are free (FIFO).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from servingcast.costmodel.comm import kv_transfer_s
+from servingcast.errors import SimulationError
+from servingcast.sim.cluster import GroupPlan
+from servingcast.sim.decodeset import DecodeSet
+from servingcast.sim.entities import Request
+from servingcast.sim.instance import Instance
+from servingcast.sim.kvcache import BlockPool
+from servingcast.sim.run import StepCost
+from servingcast.sim.scenario import Scenario
+from servingcast.workload import Requests
+
+PRI_BATCH, PRI_TRANSFER, PRI_ARRIVAL, PRI_WAKE = 0, 1, 2, 3
+Handler = Callable[[Any], list[tuple[float, int, Callable[[Any], Any], Any]]]
+Event = tuple[float, int, Handler, Any]
+
+#: Why a request was rejected (``SimResult.requests.reject_reason`` codes).
+REJECT_REASONS = ("", "kv_capacity", "max_model_len", "batched_tokens")
+
+
+@dataclass
+class Options:
+    """What to record besides the per-request results."""
+
+    timeseries: bool = False
+    trace: bool = False
+    progress: Callable[[int, int], None] | None = None
+
+
+class _Pool:
+    """The instances one router chooses among, with the limits of their groups.
+
+    ``whole``: the instance holds prompt and output (aggregated, decode), else the prompt only
+    (prefill). ``budget``: a prompt must fit one iteration (no chunked prefill; not checked on
+    decode instances, which only recompute preempted requests).
+    """
+
+    def __init__(self, instances: list[Instance], plans: list[GroupPlan], whole: bool,
+                 budget: bool) -> None:
+        self.instances = instances
+        self.whole = whole
+        self.limits = []
+        for inst in instances:
+            spec = plans[inst.group].spec
+            chunked = spec.enable_chunked_prefill or not budget
+            self.limits.append((plans[inst.group].max_model_len,
+                                plans[inst.group].capacity_tokens,
+                                math.inf if chunked else spec.max_num_batched_tokens))
+        self.uniform = len(set(self.limits)) == 1
+
+    def eligible(self, prompt: int, total: int) -> tuple[Sequence[Instance], int]:
+        """Instances that can serve the request, or ``((), reason code)``."""
+        held = total if self.whole else prompt
+        if self.uniform:
+            reason = _check(self.limits[0], held, total, prompt)
+            return (self.instances, 0) if reason == 0 else ((), reason)
+        reasons = [_check(lim, held, total, prompt) for lim in self.limits]
+        fits = [inst for inst, r in zip(self.instances, reasons, strict=True) if r == 0]
+        return (fits, 0) if fits else ((), min(reasons))
+
+
+def _check(limits: tuple[float, float, float], held: int, total: int, prompt: int) -> int:
+    max_len, capacity, budget = limits
+    if total > max_len:
+        return 2
+    if held > capacity:
+        return 1
+    return 3 if prompt > budget else 0
+
+
+class Simulation:
+    """One run of a scenario over a list of requests; :meth:`run` then read the arrays."""
+
+    def __init__(self, scenario: Scenario, plans: list[GroupPlan], requests: Requests,
+                 options: Options | None = None) -> None:
+        self.scenario = scenario
+        self.plans = plans
+        self.requests = requests
+        self.options = options or Options()
+        self._trace, self._timeseries = self.options.trace, self.options.timeseries
+        self.now = 0.0
+        self._heap: list[tuple[float, int, int, Handler, Any]] = []
+        self._seq = itertools.count()
+        rng = random.Random(scenario.seed)
+        self.instances = self._build_instances()
+        front = [i for i in self.instances if i.role != "decode"]
+        back = [i for i in self.instances if i.role == "decode"]
+        self._front = _Pool(front, plans, whole=not back, budget=True)
+        self._back = _Pool(back, plans, whole=True, budget=False) if back else None
+        self._router = scenario.router.build(rng)
+        self._decode_router = (scenario.decode_router or scenario.router).build(rng)
+        network = scenario.network
+        self._bandwidth = network.bandwidth if network is not None else math.inf
+        self._latency = network.latency if network is not None else 0.0
+        self._link_out = [0.0] * len(self.instances)
+        self._link_in = [0.0] * len(self.instances)
+        n = len(requests)
+        self.arrival = requests.arrival_s.tolist()
+        self.first_token = [math.nan] * n
+        self.finish = [math.nan] * n
+        self.admitted = [math.nan] * n
+        self.preemptions = [0] * n
+        self.prefill_instance = [-1] * n
+        self.decode_instance = [-1] * n
+        self.reject_reason = [0] * n
+        self.completed = 0
+        self.rejected = 0
+        self.in_system = 0
+        self.in_system_area = 0.0
+        self._area_t = 0.0
+        self._issued = self._planned = 0
+        self.batches: list[tuple[int, float, float, str, int, int, int]] = []
+        self.series_t: list[float] = []
+        self.series_in_system: list[int] = []
+        self.series_waiting: list[int] = []
+        self.kv_series: list[list[tuple[float, int]]] = [[] for _ in self.instances]
+        self._progress_every = max(1, n // 200)
+
+    def _build_instances(self) -> list[Instance]:
+        instances: list[Instance] = []
+        for plan in self.plans:
+            spec = plan.spec
+            q = plan.num_speculative_tokens + 1
+            cost = StepCost(plan.cost_model, plan.draft, plan.num_speculative_tokens,
+                            max_tokens=spec.max_num_batched_tokens + spec.max_num_seqs * q)
+            for k in range(spec.count):
+                pool = BlockPool(plan.num_blocks, spec.block_size,
+                                 spec.enable_prefix_caching and spec.role != "decode")
+                decodes = DecodeSet(spec.block_size, plan.tokens_per_step, q,
+                                    plan.cost_model.model.sliding_window)
+                instances.append(Instance(
+                    len(instances), f"{spec.name}/{k}", plan.index, spec.role, cost, pool,
+                    decodes, spec.max_num_seqs, spec.max_num_batched_tokens,
+                    spec.enable_chunked_prefill))
+        return instances
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _push(self, events: list[Event]) -> None:
+        for time, priority, handler, arg in events:
+            heapq.heappush(self._heap, (time, priority, next(self._seq), handler, arg))
+
+    def run(self) -> None:
+        """Simulate until every request has finished or been rejected."""
+        reqs = self.requests
+        if reqs.concurrency is not None:
+            first = self._planned = min(reqs.concurrency, len(reqs))
+            self._push([(0.0, PRI_ARRIVAL, self._arrive, None) for _ in range(first)])
+            arrivals: list[float] = []
+        else:
+            arrivals = self.arrival
+        heap, pop, push = self._heap, heapq.heappop, self._push
+        i, n_arr = 0, len(arrivals)
+        while True:
+            if i < n_arr and (not heap or arrivals[i] < heap[0][0]
+                              or (arrivals[i] == heap[0][0] and heap[0][1] > PRI_ARRIVAL)):
+                self.now = arrivals[i]
+                push(self._arrive(i))
+                i += 1
+            elif heap:
+                time, _, _, handler, arg = pop(heap)
+                self.now = time
+                push(handler(arg))
+            else:
+                break
+        self._account(self.now)
+        missing = len(reqs) - self.completed - self.rejected
+        if missing:
+            raise SimulationError(f"{missing} requests never finished (a simulator bug): "
+                                  "please report the scenario")
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    def _account(self, now: float) -> None:
+        self.in_system_area += self.in_system * (now - self._area_t)
+        self._area_t = now
+
+    def _sample(self) -> None:
+        self.series_t.append(self.now)
+        self.series_in_system.append(self.in_system)
+        self.series_waiting.append(sum(len(inst.waiting) for inst in self.instances))
+
+    def _arrive(self, rid: int | None) -> list[Event]:
+        now = self.now
+        reqs = self.requests
+        if rid is None:  # closed loop: the next request of the list
+            rid = self._issued
+            self.arrival[rid] = now
+        self._issued += 1
+        prompt, output = int(reqs.input_len[rid]), int(reqs.output_len[rid])
+        candidates, reason = self._front.eligible(prompt, prompt + output)
+        if not reason and self._back is not None:
+            reason = self._back.eligible(prompt, prompt + output)[1]
+        if reason:
+            self.reject_reason[rid] = reason
+            self.rejected += 1
+            return self._next_user()
+        self._account(now)
+        self.in_system += 1
+        req = Request(rid, now, prompt, output, int(reqs.prefix_group[rid]),
+                      int(reqs.prefix_len[rid]))
+        inst = candidates[self._router.choose(candidates)]
+        req.prefill_instance = inst.index
+        if self.options.timeseries:
+            self._sample()
+        return self._queued(inst, req)
+
+    def _queued(self, inst: Instance, req: Request) -> list[Event]:
+        """``req`` joins ``inst``'s queue: wake the engine if idle, or reschedule a cut run."""
+        if inst.enqueue(req, self.now):
+            return self._started(inst, True)
+        return self._wake_up(inst)
+
+    def _wake_up(self, inst: Instance) -> list[Event]:
+        if inst.batch is not None or inst.waking:
+            return []
+        inst.waking = True
+        return [(self.now, PRI_WAKE, self._wake, inst)]
+
+    def _wake(self, inst: Instance) -> list[Event]:
+        inst.waking = False
+        return self._started(inst, inst.batch is None and inst.start(self.now))
+
+    def _started(self, inst: Instance, scheduled: bool) -> list[Event]:
+        if not scheduled:
+            return []
+        batch = inst.batch
+        assert batch is not None
+        return [(batch.end, PRI_BATCH, self._batch_end, (inst, inst.epoch))]
+
+    def _batch_end(self, arg: tuple[Instance, int]) -> list[Event]:
+        inst, epoch = arg
+        if epoch != inst.epoch:  # superseded: the run was cut short
+            return []
+        now = self.now
+        batch = inst.batch
+        assert batch is not None
+        if self._trace:
+            self.batches.append((inst.index, batch.start, batch.end, batch.kind, batch.steps,
+                                 batch.decodes, sum(t for _, t in batch.chunks)))
+        finished, handoffs = inst.finish_batch(now)
+        events: list[Event] = []
+        for req in finished:
+            events += self._complete(req, inst)
+        for req in handoffs:
+            events += self._handoff(req, inst)
+        if inst.start(now):
+            events.append((inst.batch.end, PRI_BATCH, self._batch_end,  # type: ignore[union-attr]
+                           (inst, inst.epoch)))
+        if self._timeseries:
+            self.kv_series[inst.index].append((now, inst.pool.in_use()))
+        return events
+
+    def _complete(self, req: Request, inst: Instance) -> list[Event]:
+        rid = req.id
+        self.first_token[rid] = req.first_token
+        self.finish[rid] = self.now
+        self.admitted[rid] = req.admitted
+        self.preemptions[rid] = req.preemptions
+        self.prefill_instance[rid] = req.prefill_instance
+        self.decode_instance[rid] = inst.index
+        self._account(self.now)
+        self.in_system -= 1
+        self.completed += 1
+        if self.options.timeseries:
+            self._sample()
+        progress = self.options.progress
+        if progress is not None and self.completed % self._progress_every == 0:
+            progress(self.completed + self.rejected, len(self.requests))
+        return self._next_user()
+
+    def _next_user(self) -> list[Event]:
+        reqs = self.requests
+        if reqs.concurrency is None or self._planned >= len(reqs):
+            return []
+        self._planned += 1
+        return [(self.now + reqs.think_time_s, PRI_ARRIVAL, self._arrive, None)]
+
+    def _handoff(self, req: Request, src: Instance) -> list[Event]:
+        assert self._back is not None
+        pool, _ = self._back.eligible(req.input_len, req.input_len + req.output_len)
+        dst = pool[self._decode_router.choose(pool)]
+        req.decode_instance = dst.index
+        # Counted from the hand-off, so that routers see the transfers in flight.
+        dst.outstanding += 1
+        dst.queued_blocks += dst.pool.blocks(req.target)
+        nbytes = self.plans[src.group].kv_bytes_per_token * req.target
+        start = max(self.now, self._link_out[src.index], self._link_in[dst.index])
+        end = start + kv_transfer_s(nbytes, self._bandwidth, self._latency)
+        self._link_out[src.index] = self._link_in[dst.index] = end
+        return [(end, PRI_TRANSFER, self._transfer_done, (req, src, dst))]
+
+    def _transfer_done(self, arg: tuple[Request, Instance, Instance]) -> list[Event]:
+        req, src, dst = arg
+        src.release(req, self.now)
+        req.kv_ready = True
+        req.computed = req.target
+        dst.outstanding -= 1
+        dst.queued_blocks -= dst.pool.blocks(req.target)
+        return self._wake_up(src) + self._queued(dst, req)

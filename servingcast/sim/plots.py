@@ -1,0 +1,102 @@
+"""PNG plots of a simulation (matplotlib, imported here only): returned as bytes, not written.
+
+* ``latency_cdf.png`` — empirical CDFs of TTFT, TPOT and E2E, with the SLO limits.
+* ``throughput_queue.png`` — completed requests per second and requests waiting over time.
+* ``kv_usage.png`` — KV-cache usage of each instance group over time (mean of its instances).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from servingcast.sim.metrics import SimResult
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _latency_cdf(result: SimResult) -> bytes:
+    import matplotlib.pyplot as plt
+
+    req, slo = result.requests, result.scenario.slo
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    panels = [("TTFT (ms)", req.ttft_s, slo.ttft), ("TPOT (ms)", req.tpot_s, slo.tpot),
+              ("E2E latency (ms)", req.e2e_s, None)]
+    for ax, (label, seconds, limit) in zip(axes, panels, strict=True):
+        values = np.sort(seconds[~np.isnan(seconds)]) * 1e3
+        if values.size:
+            ax.plot(values, np.arange(1, values.size + 1) / values.size, lw=1.6)
+        if limit is not None:
+            ax.axvline(limit * 1e3, color="tab:red", ls="--", lw=1, label="SLO")
+            ax.legend(loc="lower right")
+        ax.set_xlabel(label)
+        ax.set_ylim(0, 1.0)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("fraction of requests")
+    fig.suptitle(f"Latency CDFs: {result.scenario.model}")
+    return _png(fig)
+
+
+def _throughput_queue(result: SimResult) -> bytes:
+    import matplotlib.pyplot as plt
+
+    req = result.requests
+    finish = np.sort(req.finish_s[~np.isnan(req.finish_s)])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    if finish.size:
+        width = max((finish[-1] - np.nanmin(req.arrival_s)) / 100.0, 1e-3)
+        edges = np.arange(np.nanmin(req.arrival_s), finish[-1] + width, width)
+        counts, _ = np.histogram(finish, edges)
+        top.step(edges[:-1], counts / width, where="post")
+    top.set_ylabel("completed (req/s)")
+    top.grid(alpha=0.3)
+    series = result.timeseries
+    if series is not None and series.t_s.size:
+        bottom.step(series.t_s, series.waiting, where="post", label="waiting")
+        bottom.step(series.t_s, series.in_system, where="post", label="in system", alpha=0.7)
+        bottom.legend(loc="upper right")
+    bottom.set_ylabel("requests")
+    bottom.set_xlabel("time (s)")
+    bottom.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _kv_usage(result: SimResult) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    series = result.timeseries
+    if series is not None:
+        for group in result.scenario.instance_groups:
+            names = [n for n in series.kv_usage if n.rsplit("/", 1)[0] == group.name]
+            points = [series.kv_usage[n] for n in names if series.kv_usage[n][0].size]
+            if not points:
+                continue
+            grid = np.unique(np.concatenate([t for t, _ in points]))
+            usage = np.mean([np.interp(grid, t, u) for t, u in points], axis=0)
+            ax.step(grid, usage * 100.0, where="post", label=group.name)
+        ax.legend(loc="upper right")
+    ax.set_ylabel("KV cache in use (%)")
+    ax.set_xlabel("time (s)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_pngs(result: SimResult) -> dict[str, bytes]:
+    """File name -> PNG bytes (needs ``simulate(..., timeseries=True)`` for the time series)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    return {"latency_cdf.png": _latency_cdf(result),
+            "throughput_queue.png": _throughput_queue(result),
+            "kv_usage.png": _kv_usage(result)}
