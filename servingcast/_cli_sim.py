@@ -1,23 +1,20 @@
 """``servingcast-simulate SCENARIO``: the simulator's command (wired in by :mod:`servingcast.cli`).
 
 Everything is validated before anything is written: the scenario (and the files it names), the
-options, and the output folder, which must be new or empty unless ``--force``. The results are
-written to a temporary folder beside it and moved into place when complete, so an error leaves
-nothing behind.
+options, and the output folder (see :mod:`servingcast._output`: result files already there are
+replaced only with ``--force``; an error leaves nothing behind).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from servingcast._cli_common import debug_option, handle_errors
+from servingcast._output import check_output_dir, write_outputs
 from servingcast.errors import ConfigError
 
 RESULT_FILES = ("summary.json", "requests.csv")
@@ -29,42 +26,8 @@ def _check_output(output: Path | None, force: bool, plots: bool, trace: bool) ->
         if needs:
             raise ConfigError(f"{' and '.join(needs)} write files. To fix: add --output DIR")
         return
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"--output {output} is a file, not a folder. To fix: choose a folder "
-                          "name")
-    if output.is_dir() and any(output.iterdir()) and not force:
-        raise ConfigError(f"--output {output} already exists and is not empty. To fix: choose a "
-                          "new folder, or pass --force to replace the result files in it "
-                          f"({', '.join(RESULT_FILES)}, plots, trace.json)")
-    parent = output.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"cannot create --output {output}: {parent} is not writable")
-
-
-def _write(output: Path, files: dict[str, str | bytes]) -> None:
-    """Write ``files`` into ``output`` atomically (temp folder beside it, then rename)."""
-    output = output.resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
-    try:
-        for name, content in files.items():
-            target = tmp / name
-            if isinstance(content, bytes):
-                target.write_bytes(content)
-            else:
-                target.write_text(content, encoding="utf-8")
-        if not output.exists():
-            tmp.rename(output)
-            return
-        for name in files:
-            os.replace(tmp / name, output / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    names = [*RESULT_FILES, *(["trace.json"] if trace else [])]
+    check_output_dir(output, names, force)
 
 
 def _progress(quiet: bool, total: int) -> tuple[Callable[[int, int], None] | None, object]:
@@ -129,7 +92,7 @@ def simulate_command(scenario: Path, output: Path | None, plots: bool, chrome_tr
             from servingcast.sim.plots import plot_pngs
 
             files.update(plot_pngs(result))
-        _write(output, files)
+        write_outputs(files, output, force=force)
         if not quiet:
             click.echo(f"wrote {', '.join(files)} to {output}", err=True)
     if as_json:

@@ -13,8 +13,9 @@ from typing import Any
 import click
 
 from servingcast import __version__
-from servingcast._cli_common import debug_option, fail, handle_errors
+from servingcast._cli_common import debug_option, handle_errors
 from servingcast._cli_sim import simulate_command
+from servingcast._cli_solve import solve_command
 
 
 class _BatchSize(click.ParamType):  # type: ignore[type-arg]
@@ -159,22 +160,8 @@ def validate(csv_path: Path | None, worst: int) -> None:
     click.echo(format_report(compare(read_rows(csv_path or default_csv())), worst))
 
 
-_NOT_YET = ("{name} is not implemented yet: it lands with its issue. Until then, "
-            "'servingcast estimate' gives closed-form estimates of one configuration.")
-
-
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def solve() -> None:
-    """Plan a cluster (not implemented yet)."""
-    fail(_NOT_YET.format(name="servingcast solve"))
-
-
-def solve_main() -> None:
-    """Entry point of ``servingcast-solve`` (not implemented yet)."""
-    fail(_NOT_YET.format(name="servingcast-solve"))
-
-
 main.add_command(simulate_command, "simulate")
+main.add_command(solve_command, "solve")
 
 if __name__ == "__main__":
     main()

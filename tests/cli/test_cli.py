@@ -104,15 +104,10 @@ def test_debug_shows_traceback() -> None:
     assert result.exit_code != 0 and result.exception is not None
 
 
-def test_unimplemented_solve_exits_2() -> None:
-    proc = subprocess.run([sys.executable, "-c", "from servingcast.cli import solve_main; "
-                           "solve_main()"], capture_output=True, text=True, check=False)
-    assert proc.returncode == 2 and "not implemented yet" in proc.stderr
-
-
-def test_simulate_is_a_subcommand() -> None:
-    code, out, _ = invoke("simulate", "--help")
-    assert code == 0 and "SCENARIO" in out
+@pytest.mark.parametrize(("command", "argument"), [("simulate", "SCENARIO"), ("solve", "PROBLEM")])
+def test_subcommands_are_wired(command: str, argument: str) -> None:
+    code, out, _ = invoke(command, "--help")
+    assert code == 0 and argument in out
 
 
 def test_console_script_error_has_no_traceback() -> None:

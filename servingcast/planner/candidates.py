@@ -1,0 +1,342 @@
+"""Candidate instance configurations, their capacities under the SLOs, drops and dominance.
+
+A candidate is one way to run one instance for one workload: a pool × ``tp/pp/ep`` × role
+(``aggregated``, ``prefill``, ``decode``) × engine limits (``max_num_seqs``,
+``max_num_batched_tokens``). :class:`CandidateBuilder` enumerates them, computes each one's
+profile once with the cost model (:mod:`servingcast.planner.capacity`), and turns profiles into
+capacities for any SLO limits (the Pareto sweep reuses the profiles). Configurations that cannot
+run (sharding, precision, memory, node shape) or cannot meet an SLO at any load are dropped and
+counted by reason.
+
+Dominance (before the MILP): within one workload, pool and role, a candidate is dominated when
+another uses no more GPUs and serves at least its rate. GPUs are the only resource a candidate
+consumes in the MILP (cost, nodes and budgets all scale with them inside one pool), so dropping
+dominated candidates never changes the optimum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Literal
+
+from servingcast.costmodel.comm import kv_transfer_s
+from servingcast.costmodel.memory import kv_bytes_per_token, memory_plan
+from servingcast.costmodel.parallel import Parallelism
+from servingcast.costmodel.step import CostModel
+from servingcast.errors import ConfigError
+from servingcast.planner.capacity import (
+    AggregatedProfile,
+    Capacity,
+    DecodeProfile,
+    Infeasible,
+    PrefillProfile,
+    Profile,
+    Shape,
+    evaluate_profiles,
+    shape_of,
+)
+from servingcast.planner.problem import Pool, Problem, Workload, tp_choices
+from servingcast.specs.catalog import get_model
+from servingcast.specs.precision import Precision, get_precision
+
+Role = Literal["aggregated", "prefill", "decode"]
+ROLES: tuple[Role, ...] = ("aggregated", "prefill", "decode")
+
+#: Drop reasons, in report order, with their meaning.
+DROP_REASONS = {
+    "pool_size": "more GPUs than the pool has",
+    "node_shape": "GPUs per instance neither divide nor fill whole nodes",
+    "precision": "the GPU lacks the precision's tensor cores",
+    "parallelism": "tp/pp/ep cannot shard the model",
+    "memory": "weights and activations leave no room for the KV cache",
+    "kv_cache": "the KV cache cannot hold the sequences",
+    "ttft": "TTFT limit missed at any load",
+    "tpot": "TPOT limit missed at any load",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One instance configuration (the naming grammar of :attr:`key` is never parsed back)."""
+
+    workload: str
+    pool: str
+    role: Role
+    tp: int
+    pp: int
+    ep: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+
+    @property
+    def parallelism(self) -> str:
+        """``tp2-pp1-ep1``."""
+        return f"tp{self.tp}-pp{self.pp}-ep{self.ep}"
+
+    @property
+    def key(self) -> str:
+        """Unique, readable: ``chat/h100/prefill/tp2-pp1-ep1/s256-k8192``."""
+        return (f"{self.workload}/{self.pool}/{self.role}/{self.parallelism}/"
+                f"s{self.max_num_seqs}-k{self.max_num_batched_tokens}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration that meets the SLOs, with its capacity (req/s per instance)."""
+
+    config: Config
+    hardware: str
+    gpus: int
+    node_size: int
+    price_per_hour: float | None
+    capacity: Capacity
+    kv_bytes_per_request: float
+    profile: Profile = field(compare=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        """The configuration's key."""
+        return self.config.key
+
+    @property
+    def rate(self) -> float:
+        """Capacity in req/s."""
+        return self.capacity.rate_per_s
+
+    @property
+    def engine_max_num_seqs(self) -> int:
+        """The engine's ``max_num_seqs`` for this instance: the ``q`` quantile of its batch at
+        capacity, plus one prompt in prefill per virtual engine when aggregated, at most the
+        searched cap."""
+        cfg = self.config
+        if cfg.role == "prefill":
+            return cfg.max_num_seqs
+        extra = cfg.pp if cfg.role == "aggregated" else 0
+        return max(1, min(cfg.max_num_seqs, math.ceil(self.capacity.max_batch) + extra))
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A configuration set aside, why, and the figure behind it (seconds, bytes or GPUs)."""
+
+    config: Config
+    hardware: str
+    reason: str
+    detail: str = ""
+    value: float = 0.0
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """Candidates that meet the SLOs, the drops, and what dominance removed."""
+
+    candidates: tuple[Candidate, ...]
+    dropped: tuple[Drop, ...]
+    enumerated: int
+    dominated: int = 0
+
+    def drop_counts(self) -> dict[str, int]:
+        """Drops per reason, in report order."""
+        counts: dict[str, int] = defaultdict(int)
+        for d in self.dropped:
+            counts[d.reason] += 1
+        return {r: counts[r] for r in DROP_REASONS if counts.get(r)}
+
+    def for_workload(self, name: str) -> list[Candidate]:
+        """Candidates of one workload."""
+        return [c for c in self.candidates if c.config.workload == name]
+
+
+@dataclass
+class _Entry:
+    config: Config
+    hardware: str
+    gpus: int
+    node_size: int
+    price: float | None
+    kv_bytes: float
+    profile: Profile | None
+    drop: Drop | None
+
+
+def precision_of(workload: Workload) -> Precision:
+    """The workload's precision with its KV-cache dtype override."""
+    prec = get_precision(workload.precision)
+    if workload.kv_cache_dtype is not None:
+        prec = prec.with_kv_cache_dtype(workload.kv_cache_dtype)
+    return prec
+
+
+def ep_choices(problem: Problem, moe: bool, tp: int) -> tuple[int, ...]:
+    """Expert-parallel degrees to try with ``tp``: 1 for dense models."""
+    if not moe:
+        return (1,)
+    allowed = problem.search.ep or tuple(e for e in range(1, tp + 1))
+    return tuple(e for e in allowed if tp % e == 0)
+
+
+class CandidateBuilder:
+    """Enumerates configurations once and applies SLO limits to their profiles on demand."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.shapes = {w.name: shape_of(w) for w in problem.workloads}
+        self._entries: list[_Entry] | None = None
+
+    @property
+    def entries(self) -> list[_Entry]:
+        """Every configuration with its profile or its drop (computed on first use)."""
+        if self._entries is None:
+            self._entries = [e for w in self.problem.workloads for p in self.problem.pools
+                             for e in self._enumerate(w, p)]
+        return self._entries
+
+    def _enumerate(self, w: Workload, pool: Pool) -> list[_Entry]:
+        search = self.problem.search
+        model = get_model(w.model)
+        roles: list[Role] = []
+        if "aggregated" in search.modes:
+            roles.append("aggregated")
+        if "disaggregated" in search.modes:
+            roles += ["prefill", "decode"]
+        out: list[_Entry] = []
+        for tp in tp_choices(self.problem):
+            for pp in search.pp:
+                for ep in ep_choices(self.problem, model.moe is not None, tp):
+                    configs = [Config(w.name, pool.name, role, tp, pp, ep, s, k)
+                               for role in roles
+                               for s, k in _limits(role, search.max_num_seqs,
+                                                   search.max_num_batched_tokens)]
+                    out += self._shape_entries(w, pool, configs)
+        return out
+
+    def _shape_entries(self, w: Workload, pool: Pool, configs: list[Config]) -> list[_Entry]:
+        """Entries of configurations sharing one instance shape (pool, tp, pp, ep)."""
+        hw, prec, shape = pool.spec, precision_of(w), self.shapes[w.name]
+        first = configs[0]
+        gpus = first.tp * first.pp
+        price = None if pool.price is None else pool.price * gpus
+
+        def entry(cfg: Config, profile: Profile | None = None, drop: Drop | None = None,
+                  kv: float = 0.0) -> _Entry:
+            return _Entry(cfg, hw.name, gpus, pool.node_size, price, kv, profile, drop)
+
+        reason = _shape_reason(gpus, pool)
+        if reason is None and hw.peak_flops(prec.compute_dtype) is None:
+            reason = ("precision", f"{hw.name} has no {prec.compute_dtype} tensor cores")
+        cm = None
+        if reason is None:
+            try:
+                cm = CostModel(get_model(w.model), hw, prec,
+                               Parallelism(tp=first.tp, pp=first.pp, ep=first.ep))
+            except ConfigError as exc:
+                reason = ("parallelism", str(exc))
+        if cm is None:
+            assert reason is not None
+            return [entry(c, drop=Drop(c, hw.name, reason[0], reason[1], gpus))
+                    for c in configs]
+        kv_request = kv_bytes_per_token(cm) * shape.input_mean
+        bw = self.problem.network.bandwidth_per_gpu_bytes_s or (
+            hw.inter_node.bandwidth_gb_s * 1e9 * cm.efficiency.network)
+        nic_rate = 1.0 / kv_transfer_s(kv_request, bw * gpus)
+        out: list[_Entry] = []
+        made: list[Profile] = []
+        for cfg in configs:
+            result = self._profile(cfg, cm, shape, nic_rate)
+            if isinstance(result, Drop):
+                out.append(entry(cfg, drop=result))
+            else:
+                out.append(entry(cfg, profile=result, kv=kv_request))
+                made.append(result)
+        evaluate_profiles(cm, made)
+        return out
+
+    def _profile(self, cfg: Config, cm: CostModel, shape: Shape,
+                 nic_rate: float) -> Profile | Drop:
+        search = self.problem.search
+        plan = memory_plan(cm, search.gpu_memory_utilization, cfg.max_num_batched_tokens,
+                           cfg.max_num_seqs, search.block_size)
+        if not plan.fits:
+            need = plan.weights_bytes_per_gpu + plan.activation_bytes_per_gpu
+            return Drop(cfg, cm.hardware.name, "memory",
+                        f"{plan.weights_bytes_per_gpu / 1e9:.1f} GB of weights + "
+                        f"{plan.activation_bytes_per_gpu / 1e9:.1f} GB of activations per GPU, "
+                        f"{plan.usable_bytes_per_gpu / 1e9:.1f} GB usable", need)
+        if cfg.role == "aggregated":
+            return AggregatedProfile(cm, shape, plan, cfg.max_num_seqs,
+                                     cfg.max_num_batched_tokens)
+        if cfg.role == "prefill":
+            return PrefillProfile(cm, shape, plan, cfg.max_num_batched_tokens, nic_rate)
+        return DecodeProfile(cm, shape, plan, cfg.max_num_seqs, nic_rate)
+
+    def candidates(self, tpot_scale: float = 1.0) -> CandidateSet:
+        """Candidates meeting the SLOs (TPOT limits times ``tpot_scale``) and the drops."""
+        kept: list[Candidate] = []
+        dropped: list[Drop] = []
+        for e in self.entries:
+            if e.drop is not None:
+                dropped.append(e.drop)
+                continue
+            assert e.profile is not None
+            slo = self.problem.workload(e.config.workload).slo
+            cap = e.profile.capacity(slo.ttft_s, slo.tpot_s * tpot_scale)
+            if isinstance(cap, Infeasible):
+                dropped.append(Drop(e.config, e.hardware, cap.reason, "", cap.best_s))
+                continue
+            if cap.rate_per_s <= 0.0:
+                dropped.append(Drop(e.config, e.hardware, "network", "", 0.0))
+                continue
+            kept.append(Candidate(e.config, e.hardware, e.gpus, e.node_size, e.price, cap,
+                                  e.kv_bytes, e.profile))
+        return CandidateSet(tuple(kept), tuple(dropped), len(self.entries))
+
+
+def _limits(role: Role, seqs: tuple[int, ...], budgets: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Engine limits to try per role: (max_num_seqs, max_num_batched_tokens) pairs.
+
+    Aggregated: every pair. Prefill: every budget (it runs one prompt at a time, so
+    ``max_num_seqs`` only sizes the logits buffer: the smallest cap, at most the budget, as vLLM
+    requires). Decode: every cap, with a budget equal to it (decodes only; no prompt is
+    prefilled there).
+    """
+    if role == "aggregated":
+        return [(s, k) for s in seqs for k in budgets]
+    if role == "prefill":
+        return [(min(min(seqs), k), k) for k in budgets]
+    return [(s, s) for s in seqs]
+
+
+def _shape_reason(gpus: int, pool: Pool) -> tuple[str, str] | None:
+    node = pool.node_size
+    if gpus > pool.count:
+        return "pool_size", f"{gpus} GPUs per instance, the pool has {pool.count}"
+    if not (node % gpus == 0 or gpus % node == 0):
+        return "node_shape", f"{gpus} GPUs per instance on {node}-GPU nodes"
+    return None
+
+
+def prune_dominated(cands: CandidateSet, by_parallelism: bool = False) -> CandidateSet:
+    """Remove dominated candidates (module docstring).
+
+    ``by_parallelism=True`` only compares candidates of the same ``tp/pp/ep`` (the best engine
+    limits per parallelism): the set the ``--top K`` alternatives are searched in, since an
+    alternative must drop a configuration of the plans before it.
+    """
+    groups: dict[tuple[str, ...], list[Candidate]] = defaultdict(list)
+    for c in cands.candidates:
+        cfg = c.config
+        extra = (cfg.parallelism,) if by_parallelism else ()
+        groups[(cfg.workload, cfg.pool, cfg.role) + extra].append(c)
+    kept: list[Candidate] = []
+    for members in groups.values():
+        members.sort(key=lambda c: (c.gpus, -c.rate, c.config.key))
+        best = -1.0
+        for c in members:
+            if c.rate > best * (1.0 + 1e-9):
+                kept.append(c)
+                best = c.rate
+    kept.sort(key=lambda c: c.config.key)
+    return CandidateSet(tuple(kept), cands.dropped, cands.enumerated,
+                        cands.dominated + len(cands.candidates) - len(kept))

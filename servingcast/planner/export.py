@@ -1,0 +1,204 @@
+"""What ``servingcast-solve --output DIR`` writes, as data first and files last.
+
+:func:`to_scenario` turns a plan into a simulator scenario (``servingcast-simulate`` checks the
+plan at its planned load); :func:`render_outputs` renders every output file to bytes without
+touching the disk. Writing them is the CLI's job, through :func:`servingcast._output.write_outputs`
+(no overwrite unless asked; all files or none).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from servingcast.errors import ConfigError
+from servingcast.planner.pareto import pareto_csv, pareto_png
+from servingcast.planner.plan import InstanceGroup, Plan
+from servingcast.planner.problem import Problem
+
+if TYPE_CHECKING:
+    from servingcast.planner.planning import ModeComparison, PlanningResult
+
+#: Simulated requests per scenario: a minute of traffic at the planned rate, within these bounds.
+SCENARIO_REQUESTS = (1000, 10_000)
+
+OUTPUT_FILES = ("plan.json", "alternatives.json", "pareto.csv", "pareto.png", "scenario.yaml")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:g} ms"
+
+
+def _instance_name(g: InstanceGroup, taken: set[str]) -> str:
+    base = f"{g.role}-{g.pool}-tp{g.tp}" + (f"-pp{g.pp}" if g.pp > 1 else "") + (
+        f"-ep{g.ep}" if g.ep > 1 else "")
+    base = re.sub(r"[^A-Za-z0-9_.\-]", "-", base)
+    name, i = base, 2
+    while name in taken:
+        name, i = f"{base}-{i}", i + 1
+    taken.add(name)
+    return name
+
+
+def _length(dist: Any) -> Any:
+    data = dist.model_dump(mode="json", exclude_none=True)
+    if data.get("kind") == "fixed":
+        return data["value"]
+    if data.get("values") is not None:
+        data.pop("path", None)
+        data.pop("column", None)
+    return data
+
+
+def to_scenario(problem: Problem, plan: Plan, workload: str | None = None,
+                part: str | None = None) -> dict[str, Any]:
+    """A simulator scenario (``servingcast.sim.scenario``) of ``workload``'s groups in ``plan``,
+    with Poisson arrivals at the planned rate and the workload's lengths and SLOs.
+
+    A scenario holds one model and one mode, so a workload served both aggregated and
+    disaggregated (a mixed plan) becomes two scenarios, ``part="aggregated"`` and
+    ``part="disaggregated"``, each at the rate the plan gives that part (the two parts share no
+    instance, so they can be checked apart). The KV-transfer link is the slowest prefill or
+    decode instance's: the per-GPU bandwidth (``network.bandwidth_per_gpu``, else the pool
+    hardware's inter-node link) times its GPUs.
+    """
+    names = [w.name for w in plan.workloads]
+    if workload is None:
+        if len(names) != 1:
+            raise ConfigError(f"the plan serves {len(names)} workloads ({', '.join(names)}); a "
+                              "scenario holds one model. To fix: pass workload=<name>")
+        workload = names[0]
+    wp = next((w for w in plan.workloads if w.name == workload), None)
+    if wp is None:
+        raise ConfigError(f"no workload {workload!r} in the plan. To fix: use one of {names}")
+    groups = list(wp.groups)
+    parts = sorted({"aggregated" if g.role == "aggregated" else "disaggregated" for g in groups})
+    if part is None:
+        if len(parts) > 1:
+            raise ConfigError(f"workload {workload!r} is served both aggregated and "
+                              "disaggregated; a scenario holds one mode. To fix: pass "
+                              "part='aggregated' or part='disaggregated'")
+        part = parts[0] if parts else "aggregated"
+    groups = [g for g in groups if (g.role == "aggregated") == (part == "aggregated")]
+    rate = wp.aggregated_rate_per_s if part == "aggregated" else wp.disaggregated_rate_per_s
+    if not groups or rate <= 0:
+        raise ConfigError(f"workload {workload!r} has no {part} groups in the plan")
+    w = problem.workload(workload)
+    search = problem.search
+    taken: set[str] = set()
+    entries = [{
+        "name": _instance_name(g, taken), "count": g.count, "hardware": g.hardware,
+        "role": g.role, "tp": g.tp, "pp": g.pp, "ep": g.ep, "max_num_seqs": g.max_num_seqs,
+        "max_num_batched_tokens": g.max_num_batched_tokens,
+        "enable_chunked_prefill": g.enable_chunked_prefill, "block_size": search.block_size,
+        "gpu_memory_utilization": search.gpu_memory_utilization,
+        "enable_prefix_caching": False,
+    } for g in groups]
+    lo, hi = SCENARIO_REQUESTS
+    scenario: dict[str, Any] = {"model": w.model, "precision": w.precision}
+    if w.kv_cache_dtype is not None:
+        scenario["kv_cache_dtype"] = w.kv_cache_dtype
+    scenario["instance_groups"] = entries
+    scenario["router"] = {"kind": "least_outstanding"}
+    if part == "disaggregated":
+        links = []
+        for g in groups:
+            spec = problem.pool(g.pool).spec
+            per_gpu = problem.network.bandwidth_per_gpu_bytes_s or (
+                spec.inter_node.bandwidth_gb_s * 1e9 * spec.efficiency.network)
+            links.append((per_gpu * g.gpus_per_instance, spec.inter_node.latency_us))
+        bw, latency = min(links)
+        scenario["network"] = {"bandwidth": f"{bw / 1e9:g} GB/s", "latency": f"{latency:g} us"}
+    scenario["workload"] = {
+        "num_requests": int(min(hi, max(lo, round(60 * rate)))),
+        "arrival": {"kind": "poisson", "rate": round(rate, 6)},
+        "input_len": _length(w.input_len),
+        "output_len": _length(w.output_len),
+    }
+    scenario["slo"] = {"ttft": _ms(w.slo.ttft_s), "tpot": _ms(w.slo.tpot_s),
+                       "attainment": w.slo.attainment}
+    scenario["seed"] = 0
+    return scenario
+
+
+def scenario_files(problem: Problem, plan: Plan) -> dict[str, str]:
+    """Every scenario of ``plan`` as YAML: ``scenario.yaml`` when the plan is one workload in
+    one mode; otherwise ``scenario-<workload>[-<mode>].yaml`` for each part, and
+    ``scenario.yaml`` repeating the part of the first workload that carries the most traffic."""
+    parts: list[tuple[str, str, float]] = []
+    for wp in plan.workloads:
+        if wp.aggregated_rate_per_s > 0:
+            parts.append((wp.name, "aggregated", wp.aggregated_rate_per_s))
+        if wp.disaggregated_rate_per_s > 0:
+            parts.append((wp.name, "disaggregated", wp.disaggregated_rate_per_s))
+    mixed = {name for name, _, _ in parts if sum(1 for n, _, _ in parts if n == name) > 1}
+    files: dict[str, str] = {}
+    for name, mode, rate in parts:
+        data = to_scenario(problem, plan, name, mode)
+        suffix = f"-{mode}" if name in mixed else ""
+        header = (f"# {plan.label} plan for {problem.name!r}: workload {name!r}"
+                  + (f", its {mode} part" if name in mixed else "")
+                  + f", at its planned load ({rate:.4g} req/s).\n"
+                  "# Check it with: servingcast-simulate <this file>\n")
+        files[f"scenario-{name}{suffix}.yaml"] = header + yaml.safe_dump(
+            data, sort_keys=False, width=100)
+    if len(files) == 1:
+        return {"scenario.yaml": next(iter(files.values()))}
+    first = plan.workloads[0].name
+    main = max((p for p in parts if p[0] == first), key=lambda p: p[2])
+    suffix = f"-{main[1]}" if first in mixed else ""
+    others = ", ".join(sorted(files))
+    files["scenario.yaml"] = (f"# One of several scenarios of this plan ({others}); this one "
+                              "repeats the busiest part of the first workload.\n"
+                              + files[f"scenario-{first}{suffix}.yaml"])
+    return files
+
+
+def result_dict(result: PlanningResult) -> dict[str, Any]:
+    """The whole planning result as JSON-ready data (``--json``)."""
+    return {
+        "plan": plan_json_dict(result),
+        "alternatives": [a.to_dict() for a in result.alternatives],
+        "aggregated_only": _comparison(result.aggregated_only),
+        "disaggregated_only": _comparison(result.disaggregated_only),
+        "pareto": [p.model_dump(mode="json") for p in result.pareto],
+    }
+
+
+def _comparison(c: ModeComparison | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {"mode": c.mode, "plan": c.plan.to_dict() if c.plan else None, "reason": c.reason}
+
+
+def plan_json_dict(result: PlanningResult) -> dict[str, Any]:
+    """``plan.json``: the best plan, with the candidate counts, timings and refinement state."""
+    data: dict[str, Any] = result.plan.to_dict()
+    data["refined"] = result.refined
+    data["refinement"] = result.refinement
+    data["candidates"] = result.candidates.model_dump(mode="json")
+    data["timings"] = result.timings.model_dump(mode="json")
+    return data
+
+
+def render_outputs(result: PlanningResult) -> dict[str, bytes]:
+    """Every output file's name and bytes (nothing is written)."""
+    problem, plan = result.problem, result.plan
+    files: dict[str, bytes] = {
+        "plan.json": json.dumps(plan_json_dict(result), indent=2).encode(),
+        "alternatives.json": json.dumps({
+            "alternatives": [a.to_dict() for a in result.alternatives],
+            "aggregated_only": _comparison(result.aggregated_only),
+            "disaggregated_only": _comparison(result.disaggregated_only),
+        }, indent=2).encode(),
+        "pareto.csv": pareto_csv(result.pareto).encode(),
+    }
+    chosen = next((p for p in result.pareto if p.tpot_factor == 1.0), None)
+    files["pareto.png"] = pareto_png(
+        result.pareto, f"{problem.name}: tokens/s per GPU vs per user (TPOT limit swept)", chosen)
+    for name, text in scenario_files(problem, plan).items():
+        files[name] = text.encode()
+    return files

@@ -1,0 +1,492 @@
+"""The allocation MILP in Pyomo, solved with HiGHS: build → solve → extract.
+
+Notation::
+
+    c ∈ C        candidates; w(c) workload, p(c) pool, role A (aggregated), P (prefill), D (decode)
+    g_c, μ_c     GPUs per instance, capacity in req/s under the SLOs (the cost model's)
+    π_c          cost of one instance per hour ($/h; GPUs when a pool has no price)
+    G_p, N_p, s_p  GPUs, whole nodes and GPUs per node of pool p
+    d_w, ω_w     demand of workload w in req/s (none when maximized), goodput weight
+    B_w, F       KV bytes a request moves prefill→decode, fabric bandwidth (bytes/s)
+
+Variables::
+
+    n_c ∈ ℤ≥0    instances of candidate c          (instances[c])
+    y_p ∈ ℤ≥0    nodes of pool p given to instances smaller than a node  (small_nodes[p])
+    x_w ≥ 0      served rate; a_w ≥ 0 its aggregated part, z_w ≥ 0 its disaggregated part
+
+Objective (the problem's ``objective``)::
+
+    max_goodput             (with several workloads and demands: first max φ, the share of
+                            every demand served together, and keep it); max Σ_w ω_w x_w; then
+                            min Σ_c π_c n_c keeping that goodput
+    min_cost                min Σ_c π_c n_c
+    max_goodput_per_dollar  max Σ ω x / Σ π n by Dinkelbach's method (Dinkelbach, "On nonlinear
+                            fractional programming", Management Science 13, 1967): solve
+                            max Σ ω x − λ Σ π n, set λ to the new ratio, until the optimum is 0;
+                            then max Σ ω x among plans with that ratio
+
+Constraints::
+
+    1. pool_gpus_le_budget[p]         Σ_{c∈p} g_c n_c ≤ G_p
+    2. pool_nodes_le_budget[p]        Σ_{c∈p, g_c≥s_p} (g_c/s_p) n_c + y_p ≤ N_p
+       small_instances_fit_nodes[p]   Σ_{c∈p, g_c<s_p} g_c n_c ≤ s_p y_p
+       (an instance larger than a node uses whole nodes; smaller ones divide s_p; when their
+       sizes divide each other — 1, 2, 4 on 8-GPU nodes — they pack onto any whole nodes and
+       constraint 1 implies 2, which is then left out)
+    3. served_rate_eq_parts[w]        x_w = a_w + z_w
+    4. aggregated_rate_le_capacity[w] a_w ≤ Σ_{c∈A_w} μ_c n_c
+    5. disaggregated_rate_le_prefill_capacity[w]  z_w ≤ Σ_{c∈P_w} μ_c n_c
+       disaggregated_rate_le_decode_capacity[w]   z_w ≤ Σ_{c∈D_w} μ_c n_c   (the P:D ratio)
+    6. kv_traffic_le_fabric           Σ_w B_w z_w ≤ F   (each instance's own links already bound
+                                                         its μ_c; see candidates)
+    7. served_rate_le_demand[w]       x_w ≤ d_w  (max_* objectives, when w has a demand)
+       served_rate_ge_demand[w]       x_w ≥ d_w  (min_cost)
+       served_rate_ge_demand_share[w] x_w ≥ φ d_w, 0 ≤ φ ≤ 1  (max_goodput, several workloads)
+    8. instances_le_used[c]           n_c ≤ U_c u_c, u_c ∈ {0, 1}  (only with ``alternatives``)
+       plan_differs[k]                Σ_{c∈S_k} u_c ≤ |S_k| − 1: every alternative leaves out
+                                      at least one configuration of each plan before it
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyomo.core as pyo
+from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondition
+from pyomo.contrib.solver.solvers.highs import Highs
+
+from servingcast.errors import SolverError
+from servingcast.planner.candidates import Candidate
+from servingcast.planner.plan import Plan, SolverReport, SolveStatus
+from servingcast.planner.problem import Problem
+
+#: A lexicographic second stage keeps the first stage's objective within this relative slack.
+STAGE_SLACK = 1e-6
+#: The cost stage of ``max_goodput`` (removing instances the goodput does not need) stops within
+#: this relative gap of the least cost: closing the last 0.5% takes HiGHS ten times longer on
+#: the large fleets, for a cost difference below the prices' own precision.
+COST_STAGE_GAP = 5e-3
+
+
+@dataclass
+class PlanModel:
+    """A built model and what solving and extraction need."""
+
+    model: pyo.ConcreteModel
+    problem: Problem
+    candidates: dict[str, Candidate]
+    cost_unit: str
+    alternatives: bool = False
+    cuts: int = 0
+    solver: Any = field(default=None, repr=False)
+
+
+# -- build -------------------------------------------------------------------------------------
+
+
+def add_instance_counts(m: pyo.ConcreteModel, cands: dict[str, Candidate],
+                        problem: Problem) -> None:
+    """Variables ``instances[c] ∈ ℤ≥0`` bounded by ``G_p // g_c``, and the rate variables."""
+    def bounds(_: Any, key: str) -> tuple[int, int]:
+        c = cands[key]
+        return 0, problem.pool(c.config.pool).count // c.gpus
+
+    m.instances = pyo.Var(m.C, domain=pyo.NonNegativeIntegers, bounds=bounds)
+    m.served_rate = pyo.Var(m.W, domain=pyo.NonNegativeReals)
+    m.aggregated_rate = pyo.Var(m.W, domain=pyo.NonNegativeReals)
+    m.disaggregated_rate = pyo.Var(m.W, domain=pyo.NonNegativeReals)
+
+
+def add_gpu_budget(m: pyo.ConcreteModel, cands: dict[str, Candidate], problem: Problem) -> None:
+    """1. ``pool_gpus_le_budget[p]: Σ_{c∈p} g_c n_c ≤ G_p``."""
+    def rule(_: Any, pool: str) -> Any:
+        terms = [c.gpus * m.instances[k] for k, c in cands.items() if c.config.pool == pool]
+        if not terms:
+            return pyo.Constraint.Skip
+        return sum(terms) <= problem.pool(pool).count
+
+    m.pool_gpus_le_budget = pyo.Constraint(m.P, rule=rule)
+
+
+def _chain(sizes: set[int]) -> bool:
+    """Whether ``sizes`` divide one another (1, 2, 4 ...): such instances pack any node set."""
+    ordered = sorted(sizes)
+    return all(b % a == 0 for a, b in itertools.pairwise(ordered))
+
+
+def add_whole_nodes(m: pyo.ConcreteModel, cands: dict[str, Candidate], problem: Problem) -> None:
+    """2. Instances larger than a node use whole nodes; smaller ones pack onto ``y_p`` nodes::
+
+        pool_nodes_le_budget[p]:       Σ_{c∈p, g_c≥s_p} (g_c/s_p) n_c + y_p ≤ N_p
+        small_instances_fit_nodes[p]:  Σ_{c∈p, g_c<s_p} g_c n_c ≤ s_p y_p
+
+    Candidates larger than a node span whole nodes (their size is a multiple of ``s_p``) and the
+    smaller ones divide ``s_p``; when the smaller sizes also divide one another (1, 2, 4 on
+    8-GPU nodes: first-fit decreasing packs them onto any set of whole nodes), constraint 1
+    already implies these, and they are left out of the model of that pool.
+    """
+    pools = []
+    for pool in problem.pools:
+        small = {c.gpus for c in cands.values()
+                 if c.config.pool == pool.name and c.gpus < pool.node_size}
+        if small and not _chain(small | {pool.node_size}):
+            pools.append(pool.name)
+    if not pools:
+        return
+    m.node_pools = pyo.Set(initialize=pools, ordered=True)
+    m.small_nodes = pyo.Var(m.node_pools, domain=pyo.NonNegativeIntegers,
+                            bounds=lambda _, p: (0, problem.pool(p).nodes))
+
+    def nodes_rule(_: Any, pool: str) -> Any:
+        spec = problem.pool(pool)
+        large = [c.gpus // spec.node_size * m.instances[k] for k, c in cands.items()
+                 if c.config.pool == pool and c.gpus >= spec.node_size]
+        return sum(large) + m.small_nodes[pool] <= spec.nodes
+
+    def small_rule(_: Any, pool: str) -> Any:
+        spec = problem.pool(pool)
+        small = [c.gpus * m.instances[k] for k, c in cands.items()
+                 if c.config.pool == pool and c.gpus < spec.node_size]
+        return sum(small) <= spec.node_size * m.small_nodes[pool]
+
+    m.pool_nodes_le_budget = pyo.Constraint(m.node_pools, rule=nodes_rule)
+    m.small_instances_fit_nodes = pyo.Constraint(m.node_pools, rule=small_rule)
+
+
+def add_rate_split(m: pyo.ConcreteModel) -> None:
+    """3. ``served_rate_eq_parts[w]: x_w = a_w + z_w``."""
+    m.served_rate_eq_parts = pyo.Constraint(
+        m.W, rule=lambda _, w: m.served_rate[w] == m.aggregated_rate[w] + m.disaggregated_rate[w])
+
+
+def _capacity(m: pyo.ConcreteModel, cands: dict[str, Candidate], w: str, role: str) -> Any:
+    return sum(c.rate * m.instances[k] for k, c in cands.items()
+               if c.config.workload == w and c.config.role == role)
+
+
+def add_aggregated_capacity(m: pyo.ConcreteModel, cands: dict[str, Candidate]) -> None:
+    """4. ``aggregated_rate_le_capacity[w]: a_w ≤ Σ_{c∈A_w} μ_c n_c``."""
+    m.aggregated_rate_le_capacity = pyo.Constraint(
+        m.W, rule=lambda _, w: m.aggregated_rate[w] <= _capacity(m, cands, w, "aggregated"))
+
+
+def add_disaggregated_capacity(m: pyo.ConcreteModel, cands: dict[str, Candidate]) -> None:
+    """5. The disaggregated rate is bounded by both phases (this sets the P:D ratio)::
+
+        disaggregated_rate_le_prefill_capacity[w]:  z_w ≤ Σ_{c∈P_w} μ_c n_c
+        disaggregated_rate_le_decode_capacity[w]:   z_w ≤ Σ_{c∈D_w} μ_c n_c
+    """
+    m.disaggregated_rate_le_prefill_capacity = pyo.Constraint(
+        m.W, rule=lambda _, w: m.disaggregated_rate[w] <= _capacity(m, cands, w, "prefill"))
+    m.disaggregated_rate_le_decode_capacity = pyo.Constraint(
+        m.W, rule=lambda _, w: m.disaggregated_rate[w] <= _capacity(m, cands, w, "decode"))
+
+
+def add_kv_fabric(m: pyo.ConcreteModel, cands: dict[str, Candidate], problem: Problem) -> None:
+    """6. ``kv_traffic_le_fabric: Σ_w B_w z_w ≤ F`` (only when the fabric bandwidth is set)."""
+    fabric = problem.network.fabric_bandwidth_bytes_s
+    if fabric is None:
+        return
+    per_request = {w.name: 0.0 for w in problem.workloads}
+    for c in cands.values():
+        per_request[c.config.workload] = c.kv_bytes_per_request
+    # Scaled to GB/s to keep the coefficients near 1.
+    m.kv_traffic_le_fabric = pyo.Constraint(
+        expr=sum(per_request[w] / 1e9 * m.disaggregated_rate[w] for w in m.W) <= fabric / 1e9)
+
+
+def add_demand(m: pyo.ConcreteModel, problem: Problem) -> None:
+    """7. ``served_rate_le_demand[w]: x_w ≤ d_w``; with ``min_cost``,
+    ``served_rate_ge_demand[w]: x_w ≥ d_w``. With ``max_goodput``, several workloads and some
+    demands, also the share ``φ ∈ [0, 1]`` of every demand served (``demand_share``):
+    ``served_rate_ge_demand_share[w]: x_w ≥ φ d_w`` (demands are served first)."""
+    capped = [w.name for w in problem.workloads if w.demand_per_s is not None]
+    demand = {w.name: w.demand_per_s for w in problem.workloads}
+    m.served_rate_le_demand = pyo.Constraint(
+        capped, rule=lambda _, w: m.served_rate[w] <= demand[w])
+    if problem.objective == "min_cost":
+        m.served_rate_ge_demand = pyo.Constraint(
+            capped, rule=lambda _, w: m.served_rate[w] >= demand[w])
+    elif problem.objective == "max_goodput" and capped and len(problem.workloads) > 1:
+        m.demand_share = pyo.Var(domain=pyo.NonNegativeReals, bounds=(0.0, 1.0))
+        m.served_rate_ge_demand_share = pyo.Constraint(
+            capped, rule=lambda _, w: m.served_rate[w] >= m.demand_share * demand[w])
+
+
+def add_usage_indicators(m: pyo.ConcreteModel, cands: dict[str, Candidate],
+                         problem: Problem) -> None:
+    """8. ``instances_le_used[c]: n_c ≤ U_c u_c`` with binary ``used[c]`` (for alternatives)."""
+    m.used = pyo.Var(m.C, domain=pyo.Binary)
+
+    def rule(_: Any, key: str) -> Any:
+        c = cands[key]
+        return m.instances[key] <= problem.pool(c.config.pool).count // c.gpus * m.used[key]
+
+    m.instances_le_used = pyo.Constraint(m.C, rule=rule)
+    m.plan_differs = pyo.ConstraintList()
+
+
+def add_objective_terms(m: pyo.ConcreteModel, cands: dict[str, Candidate], problem: Problem,
+                        priced: bool) -> None:
+    """Expressions ``goodput = Σ_w ω_w x_w`` and ``cost = Σ_c π_c n_c``."""
+    weight = {w.name: w.weight for w in problem.workloads}
+    m.goodput = pyo.Expression(expr=sum(weight[w] * m.served_rate[w] for w in m.W))
+    m.cost = pyo.Expression(expr=sum(
+        ((c.price_per_hour or 0.0) if priced else float(c.gpus)) * m.instances[k]
+        for k, c in cands.items()))
+
+
+def build_model(problem: Problem, candidates: Sequence[Candidate],
+                alternatives: bool = False) -> PlanModel:
+    """Assemble the MILP of the module docstring for ``candidates`` (no objective yet: the
+    objective depends on the solve stage, see :func:`solve_model`)."""
+    cands = {c.key: c for c in candidates}
+    priced = all(p.price is not None for p in problem.pools)
+    m = pyo.ConcreteModel(name=problem.name)
+    m.C = pyo.Set(initialize=list(cands), ordered=True)
+    m.W = pyo.Set(initialize=[w.name for w in problem.workloads], ordered=True)
+    m.P = pyo.Set(initialize=[p.name for p in problem.pools], ordered=True)
+    add_instance_counts(m, cands, problem)
+    add_gpu_budget(m, cands, problem)
+    add_whole_nodes(m, cands, problem)
+    add_rate_split(m)
+    add_aggregated_capacity(m, cands)
+    add_disaggregated_capacity(m, cands)
+    add_kv_fabric(m, cands, problem)
+    add_demand(m, problem)
+    if alternatives:
+        add_usage_indicators(m, cands, problem)
+    add_objective_terms(m, cands, problem, priced)
+    m.stage = pyo.Block()
+    return PlanModel(m, problem, cands, "$/h" if priced else "GPUs", alternatives)
+
+
+def exclude_plan(pm: PlanModel, used_keys: Sequence[str]) -> None:
+    """Add ``plan_differs[k]`` (constraint 8): a later solve must leave out one of ``used_keys``."""
+    if not pm.alternatives:
+        raise ValueError("build the model with alternatives=True to exclude plans")
+    keys = [k for k in used_keys if k in pm.candidates]
+    if keys:
+        m = pm.model
+        m.plan_differs.add(sum(m.used[k] for k in keys) <= len(keys) - 1)
+        pm.cuts += 1
+
+
+# -- solve -------------------------------------------------------------------------------------
+
+
+def _status(termination: TerminationCondition, solution: SolutionStatus) -> SolveStatus:
+    """The one place where HiGHS's termination becomes our :class:`SolveStatus`."""
+    found = solution in (SolutionStatus.optimal, SolutionStatus.feasible)
+    if termination == TerminationCondition.convergenceCriteriaSatisfied and found:
+        return SolveStatus.OPTIMAL
+    if termination in (TerminationCondition.provenInfeasible,
+                       TerminationCondition.infeasibleOrUnbounded,
+                       TerminationCondition.locallyInfeasible):
+        return SolveStatus.INFEASIBLE
+    if termination in (TerminationCondition.maxTimeLimit, TerminationCondition.iterationLimit,
+                       TerminationCondition.interrupted, TerminationCondition.objectiveLimit):
+        return SolveStatus.FEASIBLE if found else SolveStatus.NO_SOLUTION
+    if termination == TerminationCondition.emptyModel:
+        return SolveStatus.OPTIMAL
+    return SolveStatus.ERROR
+
+
+@dataclass
+class _Stage:
+    status: SolveStatus
+    termination: str
+    objective: float | None
+    bound: float | None
+    time_s: float
+
+
+def _run(pm: PlanModel, expr: Any, sense: Any, deadline: float, mip_gap: float) -> _Stage:
+    m = pm.model
+    if hasattr(m.stage, "objective"):
+        m.stage.del_component("objective")
+    m.stage.objective = pyo.Objective(expr=expr, sense=sense)
+    if pm.solver is None:
+        pm.solver = Highs()
+    left = max(0.01, deadline - time.perf_counter())
+    start = time.perf_counter()
+    try:
+        res = pm.solver.solve(m, time_limit=left, rel_gap=mip_gap, load_solutions=False,
+                              raise_exception_on_nonoptimal_result=False)
+    except Exception as exc:  # HiGHS or Pyomo failure: report it, with the solver's words
+        raise SolverError(f"HiGHS failed: {exc}. To fix: rerun with --debug and report it") \
+            from exc
+    status = _status(res.termination_condition, res.solution_status)
+    if status.has_solution:
+        res.solution_loader.load_vars()
+    return _Stage(status, res.termination_condition.name, res.incumbent_objective,
+                  res.objective_bound, time.perf_counter() - start)
+
+
+def _snapshot(m: pyo.ConcreteModel) -> list[tuple[Any, float | None]]:
+    return [(v, v.value) for v in m.component_data_objects(pyo.Var)]
+
+
+def _restore(values: list[tuple[Any, float | None]]) -> None:
+    for v, value in values:
+        v.set_value(value, skip_validation=True)
+
+
+def _gap(objective: float | None, bound: float | None) -> float | None:
+    if objective is None or bound is None or not math.isfinite(bound):
+        return None
+    return abs(bound - objective) / max(abs(objective), 1e-9)
+
+
+def solve_model(pm: PlanModel, time_limit_s: float = 30.0, mip_gap: float = 1e-3) -> SolverReport:
+    """Solve ``pm`` for the problem's objective (module docstring); the solution stays loaded in
+    the model for :func:`extract_plan`. The report's gap and bound are the main objective's
+    (goodput, cost, or the goodput per dollar).
+
+    ``max_goodput`` runs up to three lexicographic stages: (a) with several workloads and some
+    demands, the largest share ``φ`` of every demand served together (demands first); (b) the
+    most weighted goodput keeping that share; (c) the least cost keeping that goodput to within
+    the MIP gap (the goodput of stage b is only known that well), itself within
+    ``COST_STAGE_GAP``.
+    """
+    m = pm.model
+    deadline = time.perf_counter() + time_limit_s
+    m.stage.del_component("keeps")
+    m.stage.keeps = pyo.ConstraintList()
+    kind = pm.problem.objective
+    stages: list[_Stage] = []
+    if kind == "min_cost":
+        main = _run(pm, m.cost, pyo.minimize, deadline, mip_gap)
+        stages.append(main)
+    elif kind == "max_goodput_per_dollar":
+        main = _run(pm, m.goodput, pyo.maximize, deadline, mip_gap)
+        stages.append(main)
+        if main.status.has_solution:
+            main = _dinkelbach(pm, main, stages, deadline, mip_gap)
+    else:
+        share = None
+        if hasattr(m, "demand_share"):
+            share = _run(pm, m.demand_share, pyo.maximize, deadline, mip_gap)
+            stages.append(share)
+            if share.status.has_solution:
+                m.stage.keeps.add(m.demand_share >= pyo.value(m.demand_share) * (
+                    1.0 - STAGE_SLACK))
+        if share is None or share.status.has_solution:
+            main = _next_stage(pm, None, m.goodput, pyo.maximize, stages, deadline, mip_gap)
+        else:
+            main = share
+        if main.status.has_solution:
+            # The goodput is only known within the gap: keep it within the gap, not exactly.
+            floor = pyo.value(m.goodput) * (1.0 - max(STAGE_SLACK, mip_gap))
+            _next_stage(pm, m.goodput >= floor, m.cost, pyo.minimize, stages, deadline,
+                        max(mip_gap, COST_STAGE_GAP))
+    status = main.status
+    if status == SolveStatus.OPTIMAL and any(s.status != SolveStatus.OPTIMAL for s in stages):
+        status = SolveStatus.FEASIBLE  # a stage stopped early: not proven optimal
+    return SolverReport(
+        status=status, termination=main.termination, time_s=sum(s.time_s for s in stages),
+        gap=_gap(main.objective, main.bound), objective=main.objective,
+        objective_bound=main.bound, solves=len(stages), variables=m.nvariables(),
+        constraints=m.nconstraints())
+
+
+def _next_stage(pm: PlanModel, keep: Any, expr: Any, sense: Any, stages: list[_Stage],
+                deadline: float, mip_gap: float) -> _Stage:
+    """Optimise ``expr`` subject to ``keep`` (an earlier stage's optimum, kept); fall back to
+    the earlier solution if this stage finds none in the time left."""
+    m = pm.model
+    before = _snapshot(m) if stages else None
+    if keep is not None:
+        m.stage.keeps.add(keep)
+    stage = _run(pm, expr, sense, deadline, mip_gap)
+    stages.append(stage)
+    if not stage.status.has_solution and before is not None:
+        _restore(before)
+    return stage
+
+
+def _dinkelbach(pm: PlanModel, first: _Stage, stages: list[_Stage], deadline: float,
+                mip_gap: float) -> _Stage:
+    """Maximise goodput / cost (module docstring); returns the stage that proved the ratio."""
+    m = pm.model
+    cost = pyo.value(m.cost)
+    if cost <= 0:
+        return first
+    ratio = pyo.value(m.goodput) / cost
+    best = first
+    for _ in range(30):
+        stage = _run(pm, m.goodput - ratio * m.cost, pyo.maximize, deadline, mip_gap)
+        stages.append(stage)
+        if not stage.status.has_solution:
+            break
+        best = stage
+        g, c = pyo.value(m.goodput), pyo.value(m.cost)
+        if c <= 0 or g / c <= ratio * (1.0 + 1e-9):
+            break
+        ratio = g / c
+    reported = _Stage(best.status, best.termination, ratio, None, best.time_s)
+    _next_stage(pm, m.goodput >= ratio * (1.0 - STAGE_SLACK) * m.cost, m.goodput,
+                pyo.maximize, stages, deadline, mip_gap)
+    return reported
+
+
+# -- extract -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The solved values: instance counts per candidate and rates per workload."""
+
+    counts: dict[str, int]
+    served: dict[str, float]
+    aggregated: dict[str, float]
+    disaggregated: dict[str, float]
+
+
+def extract_allocation(pm: PlanModel) -> Allocation:
+    """Read the loaded solution (counts rounded to whole instances).
+
+    With a ``max_*`` objective and no fabric limit, each workload then serves all that its
+    instances carry (``x_w = min(d_w, A_w + min(P_w, D_w))``): a solve stopped at a MIP gap may
+    leave the rates short of what the chosen instances serve, and the plan should not.
+    """
+    m = pm.model
+
+    def val(v: Any) -> float:
+        x = v.value
+        return 0.0 if x is None else float(x)
+
+    counts = {k: round(val(m.instances[k])) for k in m.C}
+    counts = {k: n for k, n in counts.items() if n > 0}
+    served = {w: max(0.0, val(m.served_rate[w])) for w in m.W}
+    agg = {w: max(0.0, val(m.aggregated_rate[w])) for w in m.W}
+    dis = {w: max(0.0, val(m.disaggregated_rate[w])) for w in m.W}
+    problem = pm.problem
+    if problem.objective != "min_cost" and problem.network.fabric_bandwidth_bytes_s is None:
+        cap = {(w, r): 0.0 for w in m.W for r in ("aggregated", "prefill", "decode")}
+        for key, n in counts.items():
+            c = pm.candidates[key]
+            cap[(c.config.workload, c.config.role)] += c.rate * n
+        for w in problem.workloads:
+            a = cap[(w.name, "aggregated")]
+            z = min(cap[(w.name, "prefill")], cap[(w.name, "decode")])
+            total = a + z
+            if w.demand_per_s is not None and total > w.demand_per_s:
+                scale = w.demand_per_s / total
+                a, z, total = a * scale, z * scale, w.demand_per_s
+            if total > served[w.name]:
+                served[w.name], agg[w.name], dis[w.name] = total, a, z
+    return Allocation(counts, served, agg, dis)
+
+
+def extract_plan(pm: PlanModel, report: SolverReport, label: str = "best") -> Plan:
+    """The solved model as a :class:`Plan`: groups, planned loads and predicted latencies."""
+    from servingcast.planner.assemble import plan_from_allocation
+
+    return plan_from_allocation(pm.problem, pm.candidates, extract_allocation(pm), report, label)

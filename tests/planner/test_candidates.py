@@ -1,0 +1,84 @@
+"""Candidate enumeration, drops by reason, and dominance pruning."""
+
+import pytest
+
+from servingcast.planner.candidates import CandidateBuilder, prune_dominated
+
+from .conftest import make_problem
+
+
+def test_enumeration_and_drop_reasons() -> None:
+    problem = make_problem(
+        pools=[{"name": "a100", "hardware": "a100-sxm4-80gb", "count": 8}],
+        workloads=[{"name": "f", "model": "falcon-7b", "precision": "fp8", "input_len": 512,
+                    "output_len": 64, "slo": {"ttft": "1 s", "tpot": "50 ms"}}],
+        search={"tp": [1, 2], "pp": [1]})
+    cset = CandidateBuilder(problem).candidates()
+    # A100 has no fp8 tensor cores: every configuration is dropped for precision.
+    assert cset.candidates == () and cset.drop_counts() == {"precision": cset.enumerated}
+    fp16 = make_problem(
+        pools=[{"name": "a100", "hardware": "a100-sxm4-80gb", "count": 8}],
+        workloads=[{"name": "f", "model": "falcon-7b", "precision": "fp16", "input_len": 512,
+                    "output_len": 64, "slo": {"ttft": "1 s", "tpot": "50 ms"}}],
+        search={"tp": [1, 2, 4, 8], "pp": [1, 2]})
+    counts = CandidateBuilder(fp16).candidates().drop_counts()
+    # Falcon-7B has 71 heads: only tp=1 shards it; tp=8 with pp=2 needs 16 GPUs.
+    assert counts["parallelism"] > 0 and counts["pool_size"] > 0
+
+
+def test_memory_drops_name_the_weights() -> None:
+    problem = make_problem(
+        workloads=[{"name": "big", "model": "llama-3.1-405b", "precision": "bf16",
+                    "input_len": 1000, "output_len": 100, "slo": {"ttft": "5 s", "tpot": "1 s"}}],
+        search={"tp": [8], "pp": [1]})
+    cset = CandidateBuilder(problem).candidates()
+    assert cset.candidates == ()
+    assert {d.reason for d in cset.dropped} == {"memory"}
+    assert "GB of weights" in cset.dropped[0].detail
+
+
+def test_dominance_keeps_a_front_per_pool_and_role(small) -> None:  # type: ignore[no-untyped-def]
+    cset = CandidateBuilder(small).candidates()
+    pruned = prune_dominated(cset)
+    assert pruned.dominated == len(cset.candidates) - len(pruned.candidates)
+    kept = {c.key for c in pruned.candidates}
+    for c in cset.candidates:
+        if c.key in kept:
+            continue
+        assert any(k.config.role == c.config.role and k.config.pool == c.config.pool
+                   and k.gpus <= c.gpus and k.rate >= c.rate for k in pruned.candidates)
+    for a in pruned.candidates:
+        for b in pruned.candidates:
+            same = (a.config.role, a.config.pool) == (b.config.role, b.config.pool)
+            if same and a is not b:
+                assert not (a.gpus <= b.gpus and a.rate >= b.rate)
+    by_par = prune_dominated(cset, by_parallelism=True)
+    keys = [(c.config.role, c.config.parallelism) for c in by_par.candidates]
+    assert len(keys) == len(set(keys)) and kept <= {c.key for c in by_par.candidates}
+
+
+def test_profiles_are_reused_across_limits(small) -> None:  # type: ignore[no-untyped-def]
+    builder = CandidateBuilder(small)
+    base = {c.key: c.rate for c in builder.candidates().candidates}
+    tight = {c.key: c.rate for c in builder.candidates(tpot_scale=0.6).candidates}
+    assert set(tight) <= set(base)
+    for key, rate in tight.items():
+        assert rate <= base[key] * (1 + 1e-12)
+    assert any(tight[k] < base[k] for k in tight)
+
+
+def test_engine_limits_follow_the_capacity(small) -> None:  # type: ignore[no-untyped-def]
+    for c in CandidateBuilder(small).candidates().candidates:
+        if c.config.role == "prefill":
+            assert c.engine_max_num_seqs == c.config.max_num_seqs
+        else:
+            assert c.capacity.max_batch <= c.engine_max_num_seqs <= c.config.max_num_seqs
+            assert c.engine_max_num_seqs <= c.config.max_num_batched_tokens or (
+                c.config.role == "decode")
+
+
+@pytest.mark.parametrize("mode", ["aggregated", "disaggregated"])
+def test_modes_limit_roles(mode: str) -> None:
+    problem = make_problem(search={"modes": [mode], "tp": [1], "pp": [1]})
+    roles = {c.config.role for c in CandidateBuilder(problem).candidates().candidates}
+    assert roles == ({"aggregated"} if mode == "aggregated" else {"prefill", "decode"})

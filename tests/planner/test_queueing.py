@@ -1,0 +1,97 @@
+"""The queueing formulas against exact M/D/1 results and simulation."""
+
+import math
+
+import numpy as np
+import pytest
+
+from servingcast.planner.queueing import (
+    md1_wait_cdf,
+    md1_wait_quantile_s,
+    mg1_mean_wait_s,
+    mg1_wait_quantile_s,
+    mg1_wait_quantile_scalar_s,
+    mg1_wait_tail,
+    occupancy_quantile,
+    rate_elasticity,
+)
+
+
+def _lindley(rho: float, n: int = 400_000, seed: int = 1) -> np.ndarray:
+    """Waiting times of an M/D/1 queue with D = 1 (Lindley's recursion)."""
+    gaps = np.random.default_rng(seed).exponential(1.0 / rho, n)
+    wait = np.zeros(n)
+    for i in range(1, n):
+        wait[i] = max(0.0, wait[i - 1] + 1.0 - gaps[i])
+    return wait[n // 10:]
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.5, 0.7])
+def test_pollaczek_khinchine_is_the_exact_md1_mean(rho: float) -> None:
+    d = 0.2
+    lam = rho / d
+    exact = rho * d / (2 * (1 - rho))
+    assert float(mg1_mean_wait_s(lam, d, d * d)) == pytest.approx(exact, rel=1e-12)
+    # The mean of the exact M/D/1 distribution: integral of P(W > t), t/D <= 30.
+    grid = np.linspace(0.0, 30 * d, 6001)
+    tail = np.array([1.0 - md1_wait_cdf(t, lam, d) for t in grid])
+    assert float(np.sum((tail[1:] + tail[:-1]) / 2) * (grid[1] - grid[0])) == pytest.approx(
+        exact, rel=2e-3)
+
+
+def test_the_approximation_keeps_the_exact_mean_and_idle_probability() -> None:
+    lam, es, es2 = 3.0, 0.2, 0.05
+    rho = lam * es
+    mean = float(mg1_mean_wait_s(lam, es, es2))
+    assert mg1_wait_tail(0.0, lam, es, es2) == pytest.approx(rho)
+    grid = np.linspace(0.0, 60 * mean, 20001)
+    tail = np.array([mg1_wait_tail(t, lam, es, es2) for t in grid])
+    assert float(np.sum((tail[1:] + tail[:-1]) / 2) * (grid[1] - grid[0])) == pytest.approx(
+        mean, rel=1e-3)
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.5, 0.7, 0.8, 0.9])
+def test_ttft_quantile_close_to_exact_md1(rho: float) -> None:
+    """W_q + D (a prefill's TTFT) within 3% below and 19% above the exact M/D/1 value."""
+    for q in (0.9, 0.99):
+        if q == 0.99 and rho > 0.8:
+            continue  # the exact series needs t/D <= 30
+        exact = md1_wait_quantile_s(q, rho, 1.0) + 1.0
+        approx = float(mg1_wait_quantile_s(q, rho, 1.0, 1.0)) + 1.0
+        assert 0.97 * exact <= approx <= 1.19 * exact, (rho, q, exact, approx)
+
+
+def test_approximation_against_simulated_md1() -> None:
+    wait = _lindley(0.8)
+    assert float(np.mean(wait)) == pytest.approx(0.8 / (2 * 0.2), rel=0.04)
+    for q in (0.9, 0.99):
+        sim = float(np.quantile(wait, q))
+        assert float(mg1_wait_quantile_s(q, 0.8, 1.0, 1.0)) == pytest.approx(sim, rel=0.08)
+
+
+def test_quantile_edges_and_scalar_version() -> None:
+    assert float(mg1_wait_quantile_s(0.9, 0.05, 1.0, 1.0)) == 0.0   # idle 95% of the time
+    assert math.isinf(float(mg1_wait_quantile_s(0.9, 1.0, 1.0, 1.0)))  # overloaded
+    for lam in (0.05, 0.5, 0.95, 1.2):
+        assert mg1_wait_quantile_scalar_s(0.9, lam, 1.0, 1.3) == pytest.approx(
+            float(mg1_wait_quantile_s(0.9, lam, 1.0, 1.3)))
+    with pytest.raises(ValueError, match="quantile"):
+        mg1_wait_quantile_s(1.0, 0.5, 1.0, 1.0)
+
+
+def test_occupancy_quantile_is_poisson_when_service_time_is_fixed() -> None:
+    rng = np.random.default_rng(0)
+    for mean in (20.0, 200.0):
+        sample = rng.poisson(mean, 200_000)
+        assert float(occupancy_quantile(mean, 0.9)) == pytest.approx(
+            float(np.quantile(sample, 0.9)), rel=0.03)
+    # A batch that slows itself (elasticity < 1) swings wider; past the knee it has no quantile.
+    assert float(occupancy_quantile(100.0, 0.9, 0.25)) > float(occupancy_quantile(100.0, 0.9))
+    assert math.isinf(float(occupancy_quantile(100.0, 0.9, 0.0)))
+
+
+def test_rate_elasticity() -> None:
+    b = np.arange(1.0, 100.0)
+    assert np.allclose(rate_elasticity(b, 3.0 * b), 1.0)        # rate proportional to batch
+    tau = 0.01 + 0.001 * b                                       # affine step time
+    assert np.allclose(rate_elasticity(b, b / tau)[1:-1], (0.01 / tau)[1:-1], rtol=0.02)
