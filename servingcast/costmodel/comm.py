@@ -10,6 +10,13 @@ from __future__ import annotations
 import math
 
 from servingcast.costmodel.roofline import ArrayOrFloat
+from servingcast.specs.hardware import Efficiency, Interconnect
+
+
+def link_bytes_per_s(link: Interconnect, efficiency: Efficiency) -> float:
+    """Effective bandwidth of one GPU's link: datasheet one-direction GB/s times the network
+    efficiency, in bytes/s."""
+    return link.bandwidth_gb_s * 1e9 * efficiency.network
 
 
 def allreduce_s(

@@ -92,7 +92,7 @@ class _Link:
 
 
 def _link(ic: Interconnect, eff: Efficiency) -> _Link:
-    return _Link(ic.bandwidth_gb_s * 1e9 * eff.network, ic.latency_us * 1e-6)
+    return _Link(comm.link_bytes_per_s(ic, eff), ic.latency_us * 1e-6)
 
 
 class _Acc:

@@ -238,8 +238,7 @@ class CandidateBuilder:
             return [entry(c, drop=Drop(c, hw.name, reason[0], reason[1], gpus))
                     for c in configs]
         kv_request = kv_bytes_per_token(cm) * shape.input_mean
-        bw = self.problem.network.bandwidth_per_gpu_bytes_s or (
-            hw.inter_node.bandwidth_gb_s * 1e9 * cm.efficiency.network)
+        bw = self.problem.network.per_gpu_bytes_s(hw)
         nic_rate = 1.0 / kv_transfer_s(kv_request, bw * gpus)
         out: list[_Entry] = []
         made: list[Profile] = []

@@ -107,8 +107,7 @@ def to_scenario(problem: Problem, plan: Plan, workload: str | None = None,
         links = []
         for g in groups:
             spec = problem.pool(g.pool).spec
-            per_gpu = problem.network.bandwidth_per_gpu_bytes_s or (
-                spec.inter_node.bandwidth_gb_s * 1e9 * spec.efficiency.network)
+            per_gpu = problem.network.per_gpu_bytes_s(spec)
             links.append((per_gpu * g.gpus_per_instance, spec.inter_node.latency_us))
         bw, latency = min(links)
         scenario["network"] = {"bandwidth": f"{bw / 1e9:g} GB/s", "latency": f"{latency:g} us"}

@@ -41,6 +41,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from servingcast.costmodel.comm import link_bytes_per_s
 from servingcast.errors import ConfigError
 from servingcast.planner.lengths import Length
 from servingcast.specs.catalog import get_hardware, get_model
@@ -201,6 +202,13 @@ class Network(BaseModel):
 
     bandwidth_per_gpu_bytes_s: Bandwidth = Field(None, alias="bandwidth_per_gpu")
     fabric_bandwidth_bytes_s: Bandwidth = Field(None, alias="fabric_bandwidth")
+
+    def per_gpu_bytes_s(self, hardware: HardwareSpec) -> float:
+        """Effective KV-transfer bandwidth of one GPU of ``hardware``: ``bandwidth_per_gpu`` if
+        given, else the device's inter-node link at its network efficiency (the cost model's)."""
+        if self.bandwidth_per_gpu_bytes_s is not None:
+            return float(self.bandwidth_per_gpu_bytes_s)
+        return link_bytes_per_s(hardware.inter_node, hardware.efficiency)
 
 
 class SLO(BaseModel):

@@ -274,8 +274,7 @@ def _check_group(problem: Problem, w: Workload, g: InstanceGroup, tol: float) ->
                 errors.append(f"{where}: TTFT p{shape.quantile * 100:g} "
                               f"{(wait + own) * 1e3:.1f} ms > {w.slo.ttft_s * 1e3:.1f} ms")
     if g.role in ("prefill", "decode"):
-        bw = problem.network.bandwidth_per_gpu_bytes_s or (
-            pool.spec.inter_node.bandwidth_gb_s * 1e9 * cm.efficiency.network)
+        bw = problem.network.per_gpu_bytes_s(pool.spec)
         request = kv_bytes_per_token(cm) * shape.input_mean
         if lam * kv_transfer_s(request, bw * g.gpus_per_instance) > 1 + tol:
             errors.append(f"{where}: KV transfers need more than the instance's links")
