@@ -10,8 +10,9 @@ The public API is small; heavy modules load on first use so ``import servingcast
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from servingcast._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -45,8 +46,4 @@ if TYPE_CHECKING:
     from servingcast.specs import get_precision as get_precision
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'servingcast' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -15,8 +15,9 @@ See :mod:`servingcast.planner.milp` for the mathematical program and
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from servingcast._lazy import lazy_getattr
 
 _LAZY = {
     "Problem": "servingcast.planner.problem",
@@ -50,8 +51,4 @@ if TYPE_CHECKING:
     from servingcast.planner.verify import verify_plan as verify_plan
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'servingcast.planner' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)

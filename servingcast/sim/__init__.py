@@ -8,8 +8,9 @@ event loop and :mod:`servingcast.sim.instance` for the scheduler.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from servingcast._lazy import lazy_getattr
 
 _LAZY = {
     "Scenario": "servingcast.sim.scenario",
@@ -33,8 +34,4 @@ if TYPE_CHECKING:
     from servingcast.sim.scenario import scenario_from_dict as scenario_from_dict
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'servingcast.sim' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
