@@ -3,8 +3,9 @@ the aggregated-only and disaggregated-only optima, and the Pareto sweep.
 
 :func:`solve` is the planner's Python API; the CLI is a thin layer over it. It does no I/O.
 Every plan it returns has been re-checked by :func:`servingcast.planner.verify.verify_plan`.
-Until the Optuna refinement lands (its own issue) the MILP plan is the final plan
-(``PlanningResult.refined`` is False).
+The MILP plan is this function's final plan (``PlanningResult.refined`` is False); the Optuna
+refinement (:func:`servingcast.refine.refine`) takes a result of this function and simulates
+plans around it.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 AUX_MIP_GAP = 0.01
 
 #: Shown wherever the refinement would have run.
-REFINEMENT_NOTE = ("Refinement: not run — the Optuna refinement lands with its own issue; until "
-                   "then the MILP plan is the final plan.")
+REFINEMENT_NOTE = ("Refinement: not run (--no-refine): the MILP plan is the final plan, with "
+                   "steady-state capacities that no simulation has checked.")
 
 
 class Timings(BaseModel):

@@ -36,7 +36,7 @@ def test_report_puts_the_chosen_plan_first() -> None:
 
 
 def test_json_has_the_plan_fields() -> None:
-    code, out, _ = invoke(QUICKSTART, "--json", "--top", "2", "--no-pareto")
+    code, out, _ = invoke(QUICKSTART, "--json", "--top", "2", "--no-pareto", "--no-refine")
     assert code == 0
     data = json.loads(out)
     plan = data["plan"]
@@ -50,17 +50,17 @@ def test_json_has_the_plan_fields() -> None:
 def test_output_folder(tmp_path: Path) -> None:
     out = tmp_path / "plan"
     code, stdout, _ = invoke(QUICKSTART, "--output", str(out), "--time-limit", "10",
-                             "--mip-gap", "0.01")
+                             "--mip-gap", "0.01", "--no-refine")
     assert code == 0, stdout
     names = sorted(p.name for p in out.iterdir())
     assert names == ["alternatives.json", "pareto.csv", "pareto.png", "plan.json",
                      "scenario.yaml"]
     assert "Wrote plan.json, alternatives.json, pareto.csv, pareto.png, scenario.yaml" in stdout
     before = (out / "plan.json").read_bytes()
-    code, _, err = invoke(QUICKSTART, "--output", str(out))
+    code, _, err = invoke(QUICKSTART, "--output", str(out), "--no-refine")
     assert code == 2 and "already holds" in err and "--force" in err
     assert (out / "plan.json").read_bytes() == before
-    code, _, _ = invoke(QUICKSTART, "--output", str(out), "--force", "--no-pareto")
+    code, _, _ = invoke(QUICKSTART, "--output", str(out), "--force", "--no-pareto", "--no-refine")
     assert code == 0
 
 
@@ -78,7 +78,7 @@ def test_bad_problems_exit_2_and_write_nothing(tmp_path: Path, text: str, messag
     problem = tmp_path / "bad.yaml"
     problem.write_text(text)
     out = tmp_path / "out"
-    code, stdout, err = invoke(str(problem), "--output", str(out))
+    code, stdout, err = invoke(str(problem), "--output", str(out), "--trials", "2")
     assert code == 2 and stdout == ""
     assert err.startswith("error: ") and message in err and "To fix" in err
     assert not out.exists()
@@ -97,3 +97,26 @@ def test_module_entry_point_runs_quickstart() -> None:
                           capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "Chosen plan" in proc.stdout
+
+
+def test_refinement_writes_its_section_and_a_rerun_resumes(tmp_path: Path) -> None:
+    """The default path: MILP, then simulated trials; rerunning the same command in the same
+    folder resumes the study (no --force needed) and keeps every finished trial."""
+    import optuna
+
+    out = tmp_path / "refined"
+    args = (QUICKSTART, "--output", str(out), "--trials", "2", "--sim-requests", "300",
+            "--no-pareto", "--top", "1")
+    code, stdout, err = invoke(*args)
+    assert code == 0, err
+    assert "Refined plan vs MILP plan" in stdout and "optuna-dashboard sqlite:///" in stdout
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["refined"] and "simulated" in json.dumps(plan["refined"])
+    assert (out / "refine_history.png").read_bytes().startswith(b"\x89PNG")
+    storage = f"sqlite:///{out / 'study.db'}"
+    first = len(optuna.load_study(study_name="quickstart", storage=storage).trials)
+    code, _, err = invoke(*args[:4], "3", *args[5:])
+    assert code == 0, err
+    trials = optuna.load_study(study_name="quickstart", storage=storage).trials
+    assert len(trials) > first
+    assert [t.number for t in trials[:first]] == list(range(first))

@@ -1,0 +1,196 @@
+"""The refinement's command-line options, for ``servingcast-solve`` (one decorator).
+
+::
+
+    @click.command()
+    @click.argument("problem", ...)
+    @click.option("-o", "--output", ...)
+    @refine_options            # adds the options below, passes them as refine_cli: RefineCli
+    @debug_option
+    @handle_errors
+    def solve_command(problem, output, ..., refine_cli):
+        if refine_cli.worker:
+            click.echo(run_worker_command(spec, refine_cli)); return
+        result = solve(...)
+        refined = refine_plan(spec, result, refine_cli, output)   # None with --no-refine
+
+Options: ``--trials N --timeout S -j/--jobs N --storage URL --study-name NAME --worker
+--seed N --no-refine --refine-pareto --sim-requests N``. Values are checked when
+:meth:`RefineCli.options` turns them into :class:`RefineOptions` (inside the command, so that
+:func:`servingcast._cli_common.handle_errors` reports a mistake as one line and exit code 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from servingcast.errors import ConfigError
+from servingcast.refine.options import DEFAULT_TRIALS, RefineOptions, StudySettings
+
+if TYPE_CHECKING:
+    from servingcast.planner.planning import PlanningResult
+    from servingcast.planner.problem import Problem
+    from servingcast.refine.result import RefinedResult
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The file the default study lives in, inside ``--output DIR``.
+STUDY_FILE = "study.db"
+#: Files the refinement adds to ``--output DIR`` (check them with the planner's before work).
+REFINE_OUTPUT_FILES = ("refine_history.png", "refine_pareto.png")
+
+
+@dataclass(frozen=True)
+class RefineCli:
+    """The refinement options as given on the command line (unchecked)."""
+
+    trials: int | None = None
+    timeout_s: float | None = None
+    jobs: int = 1
+    storage: str | None = None
+    study_name: str | None = None
+    worker: bool = False
+    seed: int | None = None
+    no_refine: bool = False
+    pareto: bool = False
+    sim_requests: int = 2000
+
+    def options(self, output: Path | None) -> RefineOptions:
+        """Checked :class:`RefineOptions`. Without ``--storage``, the study is
+        ``sqlite:///OUTPUT/study.db`` (the folder is created) when ``--output`` is given, else
+        a temporary file."""
+        from servingcast.refine.run import sqlite_url
+
+        storage = self.storage
+        if storage is None and output is not None and not self.worker:
+            if output.exists() and not output.is_dir():
+                raise ConfigError(f"--output {output} is a file, not a folder. To fix: choose a "
+                                  "folder")
+            try:
+                output.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create {output} ({exc.strerror}). To fix: choose a "
+                                  "writable --output folder") from None
+            storage = sqlite_url(output / STUDY_FILE)
+        trials = self.trials if self.trials is not None or self.worker else DEFAULT_TRIALS
+        settings = StudySettings(mode="pareto" if self.pareto else "objective",
+                                 seed=0 if self.seed is None else self.seed,
+                                 sim_requests=self.sim_requests,
+                                 max_sim_requests=max(20_000, self.sim_requests))
+        return RefineOptions(trials=trials, timeout_s=self.timeout_s, jobs=self.jobs,
+                             storage=storage, study_name=self.study_name, settings=settings)
+
+
+_OPTIONS = (
+    click.option("--trials", "trials", type=int, default=None,
+                 help=f"Simulated trials the refinement study should hold, e.g. 50 (default "
+                      f"{DEFAULT_TRIALS}); rerunning the same command tops the study up to N, "
+                      "so a killed run resumes."),
+    click.option("--timeout", "timeout_s", type=float, default=None,
+                 help="Wall-clock limit of the refinement in seconds, e.g. 600."),
+    click.option("-j", "--jobs", "jobs", type=int, default=1, show_default=True,
+                 help="Local worker processes sharing the study, e.g. 4 (one per core)."),
+    click.option("--storage", "storage", default=None, metavar="URL",
+                 help="Optuna storage, e.g. postgresql://user:password@host/db (default: "
+                      "sqlite:///DIR/study.db with --output DIR, else a temporary file)."),
+    click.option("--study-name", "study_name", default=None, metavar="NAME",
+                 help="Study name, e.g. quickstart-v2 (default: the problem's name)."),
+    click.option("--worker", "worker", is_flag=True,
+                 help="Join the existing study on --storage and run trials (no MILP, no "
+                      "files), e.g. on another machine."),
+    click.option("--seed", "seed", type=int, default=None,
+                 help="Seed of the sampler and of the simulated workload, e.g. 7 (default 0)."),
+    click.option("--no-refine", "no_refine", is_flag=True,
+                 help="Skip the simulated refinement: the MILP plan is final."),
+    click.option("--refine-pareto", "pareto", is_flag=True,
+                 help="Search the simulated Pareto front of tokens/s per GPU against tokens/s "
+                      "per user instead of the problem's objective."),
+    click.option("--sim-requests", "sim_requests", type=int, default=2000, show_default=True,
+                 help="Requests per simulation, at least (100 per instance on larger "
+                      "clusters), e.g. 4000 for tighter figures."),
+)
+
+_NAMES = ("trials", "timeout_s", "jobs", "storage", "study_name", "worker", "seed", "no_refine",
+          "pareto", "sim_requests")
+
+
+def refine_options(func: F) -> F:
+    """Add the refinement options to a click command; the command receives them as one
+    ``refine_cli: RefineCli`` keyword argument."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        cli = RefineCli(**{name: kwargs.pop(name) for name in _NAMES})
+        return func(*args, refine_cli=cli, **kwargs)
+
+    wrapper.__dict__["__click_params__"] = list(getattr(func, "__click_params__", []))
+    command: Any = wrapper
+    for option in reversed(_OPTIONS):
+        command = option(command)
+    return command  # type: ignore[no-any-return]
+
+
+class _Bar:
+    """A click progress bar opened on the first update (its length is known only then)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar: Any = None
+        self.last = 0
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(max(0, done - self.last))
+        self.last = max(done, self.last)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A click progress bar on stderr when it is a terminal (else None), as a
+    ``progress(done, total)`` callback."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    bar = _Bar(label)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
+def refine_plan(problem: Problem, planning: PlanningResult, cli: RefineCli,
+                output: Path | None) -> RefinedResult | None:
+    """Run the refinement as the options say (None with ``--no-refine``)."""
+    from servingcast.refine.run import refine
+
+    if cli.no_refine:
+        return None
+    options = cli.options(output)
+    with progress_bar("Refining by simulation") as bar:
+        return refine(problem, planning, options, progress=bar)
+
+
+def run_worker_command(problem: Problem, cli: RefineCli) -> str:
+    """``--worker``: join the study and run trials; the line to print."""
+    from servingcast.refine.run import join
+
+    options = cli.options(None)
+    with progress_bar("Worker trials") as bar:
+        report = join(problem, options, progress=bar)
+    return (f"Worker: {report.new_trials} trials added to study {report.study_name!r} in "
+            f"{report.storage} in {report.elapsed_s:.1f} s; it holds {report.simulated} of "
+            f"{report.target} simulated trials.")

@@ -1,0 +1,117 @@
+"""refine() end to end on a tiny problem: the MILP plan is trial 0 and the result never
+worse; trials carry their plan, simulated metrics and the MILP's prediction; seeded runs
+repeat; min_cost uses constraints; the Pareto mode gives a front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from servingcast.refine import refine
+from servingcast.refine.deployment import deployment_of
+from servingcast.refine.study import open_storage
+
+from .conftest import fast_options, planning_of, sqlite, tiny_data, tiny_problem
+
+
+def test_milp_plan_is_trial_zero_and_never_beaten_by_worse(tmp_path: Path) -> None:
+    problem = tiny_problem()
+    planning = planning_of(problem)
+    url = sqlite(tmp_path / "study.db")
+    result = refine(problem, planning, fast_options(trials=8, storage=url))
+    assert result.milp_trial == 0
+    assert result.trials[0].source == "milp: best"
+    assert result.value >= result.milp_value
+    best = max(t.objective_value for t in result.trials if t.feasible)
+    assert result.value == best
+    assert result.plan.refined and result.plan.label == "refined"
+    assert result.plan.served_rate_per_s == result.evaluation.served_per_s
+    assert result.stats.simulated == 8 and result.stats.new_trials == 8
+    assert result.stats.finished == 8 + result.stats.infeasible + result.stats.duplicates
+    assert result.dashboard_command == f"optuna-dashboard {url}"
+    study = optuna.load_study(study_name="tiny", storage=open_storage(url))
+    attrs = study.trials[0].user_attrs
+    for key in ("plan", "metrics", "milp_prediction", "attainment", "ttft_p50_ms",
+                "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p90_ms", "tpot_p99_ms",
+                "tokens_per_s_per_gpu", "goodput_req_s", "worker"):
+        assert key in attrs, key
+    assert attrs["milp_prediction"]["same_as_milp_plan"] == "best"
+    assert attrs["milp_prediction"]["predicted"]["served_rate_per_s"] == round(
+        planning.plan.served_rate_per_s, 4)
+    assert attrs["attainment"] >= 0.9
+    assert study.trials[0].constraints == {"gpu_budget": 0.0, "engine_limits": 0.0,
+                                           "slo_demand": 0.0}
+
+
+def test_seeded_runs_repeat(tmp_path: Path) -> None:
+    problem = tiny_problem()
+    planning = planning_of(problem)
+    runs = [refine(problem, planning, fast_options(trials=5, storage=sqlite(tmp_path / f"{i}.db")))
+            for i in range(2)]
+    a, b = ([(t.number, t.values, t.state) for t in r.trials] for r in runs)
+    assert a == b
+    assert runs[0].deployment == runs[1].deployment
+    assert runs[0].value == runs[1].value
+
+
+def test_over_budget_trial_is_infeasible_and_unsimulated(tmp_path: Path) -> None:
+    problem = tiny_problem()
+    planning = planning_of(problem)
+    url = sqlite(tmp_path / "study.db")
+    refine(problem, planning, fast_options(trials=3, storage=url))
+    study = optuna.load_study(study_name="tiny", storage=open_storage(url))
+    disagg = next(t for t in study.trials if t.user_attrs["source"] == "milp: alternative 2")
+    params = {k: v for k, v in disagg.params.items()}
+    counts = [k for k in params if k.endswith("/count")]
+    for k in counts:  # every group at the top of its range: more GPUs than the pool
+        params[k] = 2
+    study.enqueue_trial(params, user_attrs={"source": "test"})
+    refine(problem, planning, fast_options(trials=4, storage=url))
+    over = next(t for t in optuna.load_study(study_name="tiny", storage=open_storage(
+        url)).trials if t.user_attrs.get("source") == "test")
+    assert over.constraints["gpu_budget"] > 0
+    assert "metrics" not in over.user_attrs
+    assert "GPUs > 2" in over.user_attrs["infeasible"]
+    assert [g["count"] for g in over.user_attrs["plan"]["workloads"][0]["groups"]] == [2, 2]
+
+
+def test_min_cost_uses_the_demand_as_a_constraint(tmp_path: Path) -> None:
+    data = tiny_data(objective="min_cost")
+    data["workloads"][0]["demand"] = 6.0
+    data["pools"] = [{"name": "h100", "hardware": "h100-sxm", "count": 4}]
+    from servingcast.planner.problem import problem_from_dict
+
+    problem = problem_from_dict(data)
+    planning = planning_of(problem)
+    result = refine(problem, planning, fast_options(trials=6,
+                                                    storage=sqlite(tmp_path / "s.db")))
+    assert result.evaluation.workloads[0].rate_per_s >= 6.0
+    assert result.value == result.evaluation.cost_per_hour
+    assert result.value <= result.milp_value or result.milp_evaluation.workloads[
+        0].rate_per_s < 6.0
+    infeasible = [t for t in result.trials if t.state == "complete" and not t.feasible]
+    assert all(t.number != result.refined_trial for t in infeasible)
+
+
+def test_pareto_mode_gives_a_front(tmp_path: Path) -> None:
+    from servingcast.refine.options import StudySettings
+
+    problem = tiny_problem()
+    planning = planning_of(problem)
+    settings = StudySettings(mode="pareto", sim_requests=300, max_sim_requests=300)
+    result = refine(problem, planning, fast_options(trials=6, settings=settings,
+                                                    storage=sqlite(tmp_path / "p.db")))
+    assert result.study_name == "tiny-pareto"
+    assert result.pareto_front
+    front = [t for t in result.trials if t.number in result.pareto_front]
+    assert all(t.values is not None and len(t.values) == 2 for t in front)
+    assert result.value >= result.milp_value
+
+
+def test_temporary_study_leaves_nothing(tmp_path: Path) -> None:
+    problem = tiny_problem()
+    result = refine(problem, planning_of(problem), fast_options(trials=3))
+    assert result.storage is None and result.dashboard_command is None
+    assert result.deployment == deployment_of(problem, planning_of(problem).plan) or (
+        result.value > result.milp_value)
