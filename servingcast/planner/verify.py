@@ -49,15 +49,17 @@ from servingcast.planner.queueing import mg1_wait_quantile_s, occupancy_quantile
 from servingcast.specs.catalog import get_model
 
 
-def _nodes_needed(pool: Pool, groups: list[InstanceGroup]) -> int:
+def nodes_needed(pool: Pool, sizes: list[tuple[int, int]]) -> int:
+    """Nodes of ``pool`` for ``(gpus per instance, count)`` pairs: instances of a node or more take
+    whole nodes, smaller ones are packed first-fit decreasing (the MILP's constraint 2)."""
     node = pool.node_size
     whole = 0
     small: list[int] = []
-    for g in groups:
-        if g.gpus_per_instance >= node:
-            whole += math.ceil(g.gpus_per_instance / node) * g.count
+    for gpi, count in sizes:
+        if gpi >= node:
+            whole += math.ceil(gpi / node) * count
         else:
-            small += [g.gpus_per_instance] * g.count
+            small += [gpi] * count
     bins: list[int] = []
     for size in sorted(small, reverse=True):
         for i, free in enumerate(bins):
@@ -296,7 +298,7 @@ def verify_plan(problem: Problem, plan: Plan, tolerance: float = 0.01) -> list[s
             node = pool.node_size
             if not (node % g.gpus_per_instance == 0 or g.gpus_per_instance % node == 0):
                 errors.append(f"{g.name}: {g.gpus_per_instance} GPUs straddle nodes")
-        nodes = _nodes_needed(pool, groups)
+        nodes = nodes_needed(pool, [(g.gpus_per_instance, g.count) for g in groups])
         if nodes > pool.nodes:
             errors.append(f"pool {pool.name}: needs {nodes} nodes, has {pool.nodes}")
     if plan.cost_per_hour is not None:

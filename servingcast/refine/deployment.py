@@ -12,14 +12,14 @@ scenario written for the refined plan is exactly the one that was simulated.
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from servingcast.planner.plan import InstanceGroup, Plan, SolverReport, SolveStatus, WorkloadPlan
-from servingcast.planner.problem import Pool, Problem
+from servingcast.planner.problem import Problem
+from servingcast.planner.verify import nodes_needed
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -144,28 +144,6 @@ def deployment_of(problem: Problem, plan: Plan) -> Deployment:
 # -- budget and engine rules -------------------------------------------------------------------
 
 
-def _nodes_needed(pool: Pool, sizes: list[tuple[int, int]]) -> int:
-    """Nodes for ``(gpus per instance, count)`` pairs: instances of a node or more take whole
-    nodes, smaller ones are packed first-fit decreasing (the MILP's constraint 2)."""
-    node = pool.node_size
-    whole = 0
-    small: list[int] = []
-    for gpi, count in sizes:
-        if gpi >= node:
-            whole += math.ceil(gpi / node) * count
-        else:
-            small += [gpi] * count
-    bins: list[int] = []
-    for size in sorted(small, reverse=True):
-        for i, free in enumerate(bins):
-            if free >= size:
-                bins[i] -= size
-                break
-        else:
-            bins.append(node - size)
-    return whole + len(bins)
-
-
 def budget_violation(problem: Problem, deployment: Deployment) -> tuple[float, list[str]]:
     """How far the deployment exceeds the pools: ``(max relative excess, messages)``; ``0.0``
     and no messages when it fits. Never adjusts the deployment."""
@@ -174,7 +152,7 @@ def budget_violation(problem: Problem, deployment: Deployment) -> tuple[float, l
     for pool in problem.pools:
         groups = [g for w in deployment.workloads for g in w.groups if g.pool == pool.name]
         used = sum(g.gpus for g in groups)
-        nodes = _nodes_needed(pool, [(g.gpus_per_instance, g.count) for g in groups])
+        nodes = nodes_needed(pool, [(g.gpus_per_instance, g.count) for g in groups])
         if used > pool.count:
             worst = max(worst, (used - pool.count) / pool.count)
             messages.append(f"{pool.name}: {used} GPUs > {pool.count}")
