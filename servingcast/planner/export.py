@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -123,10 +124,16 @@ def to_scenario(problem: Problem, plan: Plan, workload: str | None = None,
     return scenario
 
 
-def scenario_files(problem: Problem, plan: Plan) -> dict[str, str]:
-    """Every scenario of ``plan`` as YAML: ``scenario.yaml`` when the plan is one workload in
-    one mode; otherwise ``scenario-<workload>[-<mode>].yaml`` for each part, and
-    ``scenario.yaml`` repeating the part of the first workload that carries the most traffic."""
+#: Renders one part of a plan (workload, mode, rate, whether the workload has both modes) as
+#: ``(scenario data, header comment)``.
+PartRenderer = Callable[[str, str, float, bool], tuple[dict[str, Any], str]]
+
+
+def plan_scenario_files(plan: Plan, render: PartRenderer, label: str) -> dict[str, str]:
+    """Name and assemble the scenario files of ``plan``, each part rendered by ``render``:
+    ``scenario.yaml`` when the plan is one workload in one mode; otherwise
+    ``scenario-<workload>[-<mode>].yaml`` for each part, and ``scenario.yaml`` repeating the part
+    of the first workload that carries the most traffic. ``label`` names the plan in comments."""
     parts: list[tuple[str, str, float]] = []
     for wp in plan.workloads:
         if wp.aggregated_rate_per_s > 0:
@@ -136,24 +143,36 @@ def scenario_files(problem: Problem, plan: Plan) -> dict[str, str]:
     mixed = {name for name, _, _ in parts if sum(1 for n, _, _ in parts if n == name) > 1}
     files: dict[str, str] = {}
     for name, mode, rate in parts:
-        data = to_scenario(problem, plan, name, mode)
+        data, header = render(name, mode, rate, name in mixed)
         suffix = f"-{mode}" if name in mixed else ""
-        header = (f"# {plan.label} plan for {problem.name!r}: workload {name!r}"
-                  + (f", its {mode} part" if name in mixed else "")
-                  + f", at its planned load ({rate:.4g} req/s).\n"
-                  "# Check it with: servingcast-simulate <this file>\n")
         files[f"scenario-{name}{suffix}.yaml"] = header + yaml.safe_dump(
             data, sort_keys=False, width=100)
+    if not files:
+        return {}
     if len(files) == 1:
         return {"scenario.yaml": next(iter(files.values()))}
-    first = plan.workloads[0].name
+    first = parts[0][0]
     main = max((p for p in parts if p[0] == first), key=lambda p: p[2])
     suffix = f"-{main[1]}" if first in mixed else ""
     others = ", ".join(sorted(files))
-    files["scenario.yaml"] = (f"# One of several scenarios of this plan ({others}); this one "
+    files["scenario.yaml"] = (f"# One of several scenarios of {label} ({others}); this one "
                               "repeats the busiest part of the first workload.\n"
                               + files[f"scenario-{first}{suffix}.yaml"])
     return files
+
+
+def scenario_files(problem: Problem, plan: Plan) -> dict[str, str]:
+    """Every scenario of ``plan`` as YAML, each part at its planned load (see
+    :func:`plan_scenario_files` for the file names)."""
+
+    def render(name: str, mode: str, rate: float, mixed: bool) -> tuple[dict[str, Any], str]:
+        header = (f"# {plan.label} plan for {problem.name!r}: workload {name!r}"
+                  + (f", its {mode} part" if mixed else "")
+                  + f", at its planned load ({rate:.4g} req/s).\n"
+                  "# Check it with: servingcast-simulate <this file>\n")
+        return to_scenario(problem, plan, name, mode), header
+
+    return plan_scenario_files(plan, render, "this plan")
 
 
 def result_dict(result: PlanningResult) -> dict[str, Any]:

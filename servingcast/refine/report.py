@@ -11,10 +11,9 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-import yaml
-
+from servingcast.planner.export import plan_scenario_files
 from servingcast.refine.deployment import Part, part_scenario
 from servingcast.refine.evaluate import Evaluation
 from servingcast.refine.result import RefinedResult
@@ -214,34 +213,18 @@ def refined_scenarios(r: RefinedResult) -> dict[str, str]:
     """The refined plan's scenarios as YAML (the planner's file names): each part at the
     rate the refined plan serves, with the refinement's requests, seed and router — so
     ``servingcast-simulate`` reproduces the simulated figures."""
-    parts: list[tuple[str, Part, float]] = []
-    for wp in r.plan.workloads:
-        if wp.aggregated_rate_per_s > 0:
-            parts.append((wp.name, "aggregated", wp.aggregated_rate_per_s))
-        if wp.disaggregated_rate_per_s > 0:
-            parts.append((wp.name, "disaggregated", wp.disaggregated_rate_per_s))
-    mixed = {n for n, _, _ in parts if sum(1 for m, _, _ in parts if m == n) > 1}
-    files: dict[str, str] = {}
-    for name, part, rate in parts:
+
+    def render(name: str, mode: str, rate: float, mixed: bool) -> tuple[dict[str, Any], str]:
+        part = cast(Part, mode)
         data = part_scenario(r.problem, r.deployment.workload(name), part, rate,
                              r.sim_requests[name], int(r.settings["seed"]))
         header = (f"# Refined plan for {r.problem.name!r}: workload {name!r}"
-                  + (f", its {part} part" if name in mixed else "")
+                  + (f", its {part} part" if mixed else "")
                   + f", at its simulated sustained load ({rate:.4g} req/s).\n"
                   "# Check it with: servingcast-simulate <this file>\n")
-        suffix = f"-{part}" if name in mixed else ""
-        files[f"scenario-{name}{suffix}.yaml"] = header + yaml.safe_dump(
-            data, sort_keys=False, width=100)
-    if len(files) == 1:
-        return {"scenario.yaml": next(iter(files.values()))}
-    if files:
-        first = parts[0][0]
-        main = max((p for p in parts if p[0] == first), key=lambda p: p[2])
-        key = f"scenario-{first}{f'-{main[1]}' if first in mixed else ''}.yaml"
-        files["scenario.yaml"] = (f"# One of several scenarios of the refined plan "
-                                  f"({', '.join(sorted(files))}); this one repeats the busiest "
-                                  "part of the first workload.\n" + files[key])
-    return files
+        return data, header
+
+    return plan_scenario_files(r.plan, render, "the refined plan")
 
 
 def _figure() -> Any:
