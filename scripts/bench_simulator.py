@@ -10,7 +10,15 @@ Prints the simulated requests per second (one core, wall clock of ``simulate`` a
 and the median of ``--repeat`` runs, since other processes on the machine add noise) and the
 peak memory (tracemalloc of one run, and the process's max RSS). Target: >= 10 000 req/s.
 
+``--scale 16,1024`` measures instead how the cost per request grows with the cluster: for each
+instance count, ``--per-instance`` requests per engine at the same load per engine, and the
+wall-clock microseconds per simulated request (best of ``--repeat``), with the
+least-outstanding router (a heap, O(log n) per request) and round-robin (O(1), the reference:
+what the rest of the simulator costs at that size). Target: 1024 engines cost at most ~1.3x
+what 16 cost per request, and least-outstanding no more than round-robin.
+
     python scripts/bench_simulator.py [--requests N] [--load F] [--instances N] [--repeat N]
+    python scripts/bench_simulator.py --scale 16,1024 [--per-instance N] [--load F] [--repeat N]
 """
 
 from __future__ import annotations
@@ -30,11 +38,12 @@ LENGTHS = {"input_len": {"kind": "lognormal", "mean": 1000, "std": 1000, "max": 
            "output_len": {"kind": "lognormal", "mean": 250, "std": 250, "max": 4000}}
 
 
-def scenario(instances: int, workload: dict[str, object]) -> object:
+def scenario(instances: int, workload: dict[str, object],
+             router: str = "least_outstanding") -> object:
     return scenario_from_dict({
         "model": "llama-3.1-8b", "precision": "bf16",
         "instance_groups": [{"name": "h100", "count": instances, **ENGINE}],
-        "router": {"kind": "least_outstanding"},
+        "router": {"kind": router},
         "workload": {**workload, **LENGTHS},
         "slo": {"ttft": "1 s", "tpot": "50 ms"},
         "seed": 0,
@@ -48,14 +57,47 @@ def capacity_per_instance() -> float:
     return result.summary.request_throughput_per_s
 
 
+def scaling(counts: list[int], per_instance: int, load: float, repeat: int) -> None:
+    """Wall-clock cost per simulated request for each instance count, same load per engine."""
+    capacity = capacity_per_instance()
+    print(f"capacity of one engine: {capacity:.2f} req/s; {per_instance} requests per engine "
+          f"at {load:.0%} of its capacity")
+    print(f"{'router':<18} {'engines':>8} {'requests':>9} {'wall (s)':>9} {'us/request':>11} "
+          f"{'vs first':>9}")
+    for router in ("least_outstanding", "round_robin"):
+        first = None
+        for count in counts:
+            sc = scenario(count, {"num_requests": per_instance * count,
+                                  "arrival": {"kind": "poisson", "rate": load * capacity * count}},
+                          router)
+            simulate(sc, num_requests=min(2000, per_instance * count))  # warm-up
+            walls = []
+            for _ in range(max(1, repeat)):
+                start = time.perf_counter()
+                result = simulate(sc)
+                walls.append(time.perf_counter() - start)
+            per_request = min(walls) / result.summary.num_requests * 1e6
+            first = first or per_request
+            print(f"{router:<18} {count:>8} {result.summary.num_requests:>9,} {min(walls):>9.2f} "
+                  f"{per_request:>11.1f} {per_request / first:>8.2f}x")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--load", type=float, default=0.8)
     parser.add_argument("--instances", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scale", type=str, default=None,
+                        help="instance counts to compare per request, e.g. 16,1024")
+    parser.add_argument("--per-instance", type=int, default=200,
+                        help="requests per engine with --scale")
     args = parser.parse_args()
 
+    if args.scale:
+        scaling([int(c) for c in args.scale.split(",")], args.per_instance, args.load,
+                args.repeat)
+        return 0
     capacity = capacity_per_instance()
     rate = args.load * capacity * args.instances
     sc = scenario(args.instances, {"num_requests": args.requests,

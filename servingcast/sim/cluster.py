@@ -113,9 +113,29 @@ def _roles(scenario: Scenario) -> list[tuple[Loc, str]]:
     return problems
 
 
+def _weights(scenario: Scenario) -> list[tuple[Loc, str]]:
+    """Weights split a pool's traffic: on every group of the pool or on none."""
+    problems: list[tuple[Loc, str]] = []
+    groups = list(enumerate(scenario.instance_groups))
+    for pool, members in (("aggregated or prefill", [(i, g) for i, g in groups
+                                                      if g.role != "decode"]),
+                          ("decode", [(i, g) for i, g in groups if g.role == "decode"])):
+        weighted = [g.name for _, g in members if g.weight is not None]
+        if not weighted or len(weighted) == len(members):
+            continue
+        for i, g in members:
+            if g.weight is None:
+                problems.append((("instance_groups", i), (
+                    f"group {g.name!r} has no weight, but the other {pool} groups "
+                    f"({', '.join(weighted)}) have one: weights split a role's traffic, so "
+                    f"they go on every {pool} group or on none. To fix: add weight: to "
+                    f"group {g.name!r}, or remove weight: from {', '.join(weighted)}")))
+    return problems
+
+
 def plan_groups(scenario: Scenario) -> tuple[list[GroupPlan], list[tuple[Loc, str]]]:
     """Every group resolved, and the problems found (location in the scenario, message)."""
-    problems = _roles(scenario)
+    problems = _roles(scenario) + _weights(scenario)
     try:
         precision = _precision(scenario)
     except ConfigError as exc:

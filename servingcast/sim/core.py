@@ -17,6 +17,27 @@ and the KV cache, ``kv_bytes_per_token * tokens`` bytes
 (:func:`~servingcast.costmodel.memory.kv_bytes_per_token`), crosses the network in
 :func:`~servingcast.costmodel.comm.kv_transfer_s`. Each prefill instance has one outgoing and
 each decode instance one incoming link; a transfer waits until both are free (FIFO).
+
+Pools and groups. The limits are per instance group, so the instances that can serve a request
+are whole groups of its pool (front: aggregated or prefill; back: decode). Without weights the
+router chooses among all of them. With weights (``InstanceGroup.weight``, a gateway's weighted
+split like Kubernetes HTTPRoute ``backendRefs``), an arrival (front) or a hand-off (back) first
+goes to one group by smooth weighted round-robin (nginx's ``ngx_http_upstream_get_peer``),
+over the eligible groups ``E`` only, with ``c_g`` starting at 0:
+
+1. ``c_g += w_g`` for every ``g ∈ E``;
+2. pick ``g* = argmax_{g ∈ E} c_g`` (ties to the lowest group index);
+3. ``c_{g*} -= Σ_{g ∈ E} w_g``.
+
+Deterministic; while ``E`` stays the same the picks repeat with period ``Σ w`` (integer
+weights), group ``g`` taking ``w_g`` of each period, spread out rather than in bursts (weights
+5, 1, 1 give a a b a c a a). Then the router chooses within ``g*``.
+
+Each group keeps its instances' outstanding counts in a lazy min-heap of ``(outstanding,
+index)``: every change of a count pushes a fresh entry (:meth:`Group.touch`, called wherever a
+handler changes one), and :meth:`Group.least` pops stale entries (whose count has changed since)
+off the top. The least-outstanding router thus costs O(log n) amortized per request, plus O(G)
+to compare the minima of G eligible groups.
 """
 
 from __future__ import annotations
@@ -25,7 +46,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +78,73 @@ class Options:
     progress: Callable[[int, int], None] | None = None
 
 
+class Group:
+    """One instance group's instances in a pool, with their limits and a heap of their loads.
+
+    ``limits``: (``max_model_len``, KV capacity in tokens, largest prompt in one iteration).
+    The heap holds ``(outstanding, instance index)`` entries, at least one current per instance
+    (module docstring); it is rebuilt from the instances once it holds more than ``2n + 16``
+    entries, O(n) every n or more pushes, so O(1) amortized.
+    """
+
+    def __init__(self, members: list[Instance], limits: tuple[float, float, float],
+                 weight: float | None) -> None:
+        self.members = members
+        self.first = members[0].index
+        self.limits = limits
+        self.weight = weight
+        self._cap = 2 * len(members) + 16
+        self._heap: list[tuple[int, int]] = []
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._heap = [(inst.outstanding, inst.index) for inst in self.members]
+        heapq.heapify(self._heap)
+
+    def touch(self, inst: Instance) -> None:
+        """``inst``'s outstanding count may have changed: record its current value."""
+        heapq.heappush(self._heap, (inst.outstanding, inst.index))
+        if len(self._heap) > self._cap:
+            self._rebuild()
+
+    def least(self) -> tuple[int, int]:
+        """``(outstanding, instance index)`` of the least loaded member, lowest index on ties."""
+        heap, members, first = self._heap, self.members, self.first
+        while True:
+            load, index = heap[0]
+            if members[index - first].outstanding == load:
+                return load, index
+            heapq.heappop(heap)
+
+
+class Eligible(list[Instance]):
+    """The members of some groups of a pool, in index order (what a router chooses among)."""
+
+    def __init__(self, groups: list[Group]) -> None:
+        super().__init__(inst for group in groups for inst in group.members)
+        self._groups = groups
+        # position in this list = instance index - shift of its group
+        shifts, offset = [], 0
+        for group in groups:
+            shifts.append(group.first - offset)
+            offset += len(group.members)
+        self._shifts = shifts
+
+    def fewest_outstanding(self) -> int:
+        """Index of the member with the fewest outstanding requests (lowest on ties)."""
+        groups = self._groups
+        if len(groups) == 1:
+            return groups[0].least()[1] - self._shifts[0]
+        best_load, best = math.inf, 0
+        for group, shift in zip(groups, self._shifts, strict=True):
+            load, index = group.least()
+            if load < best_load:
+                best_load, best = load, index - shift
+        return best
+
+
 class _Pool:
-    """The instances one router chooses among, with the limits of their groups.
+    """The instances one router chooses among, by group, with the limits of their groups.
 
     ``whole``: the instance holds prompt and output (aggregated, decode), else the prompt only
     (prefill). ``budget``: a prompt must fit one iteration (no chunked prefill; not checked on
@@ -67,26 +153,57 @@ class _Pool:
 
     def __init__(self, instances: list[Instance], plans: list[GroupPlan], whole: bool,
                  budget: bool) -> None:
-        self.instances = instances
         self.whole = whole
-        self.limits = []
+        members: dict[int, list[Instance]] = {}
         for inst in instances:
-            spec = plans[inst.group].spec
+            members.setdefault(inst.group, []).append(inst)
+        self.groups: list[Group] = []
+        for index, insts in members.items():
+            plan = plans[index]
+            spec = plan.spec
             chunked = spec.enable_chunked_prefill or not budget
-            self.limits.append((plans[inst.group].max_model_len,
-                                plans[inst.group].capacity_tokens,
-                                math.inf if chunked else spec.max_num_batched_tokens))
-        self.uniform = len(set(self.limits)) == 1
+            limits = (plan.max_model_len, plan.capacity_tokens,
+                      math.inf if chunked else spec.max_num_batched_tokens)
+            self.groups.append(Group(insts, limits, spec.weight))
+        self.uniform = len({g.limits for g in self.groups}) == 1
+        self._every = tuple(range(len(self.groups)))
+        self._weights = [g.weight or 0.0 for g in self.groups]
+        self.weighted = all(g.weight is not None for g in self.groups)
+        self._current = [0.0] * len(self.groups)
+        self._views: dict[tuple[int, ...], Eligible] = {}
 
-    def eligible(self, prompt: int, total: int) -> tuple[Sequence[Instance], int]:
-        """Instances that can serve the request, or ``((), reason code)``."""
+    def eligible(self, prompt: int, total: int) -> tuple[tuple[int, ...], int]:
+        """Positions in :attr:`groups` of the groups that can serve the request, or
+        ``((), reason code)``."""
         held = total if self.whole else prompt
         if self.uniform:
-            reason = _check(self.limits[0], held, total, prompt)
-            return (self.instances, 0) if reason == 0 else ((), reason)
-        reasons = [_check(lim, held, total, prompt) for lim in self.limits]
-        fits = [inst for inst, r in zip(self.instances, reasons, strict=True) if r == 0]
+            reason = _check(self.groups[0].limits, held, total, prompt)
+            return (self._every, 0) if reason == 0 else ((), reason)
+        reasons = [_check(g.limits, held, total, prompt) for g in self.groups]
+        fits = tuple(k for k, r in enumerate(reasons) if r == 0)
         return (fits, 0) if fits else ((), min(reasons))
+
+    def candidates(self, fits: tuple[int, ...]) -> Eligible:
+        """What the router chooses among: the members of every group in ``fits`` or, with
+        weights, of the one group smooth weighted round-robin picks (module docstring)."""
+        if self.weighted:
+            fits = (self._pick(fits),)
+        view = self._views.get(fits)
+        if view is None:
+            view = self._views[fits] = Eligible([self.groups[k] for k in fits])
+        return view
+
+    def _pick(self, fits: tuple[int, ...]) -> int:
+        """Smooth weighted round-robin over the groups ``fits`` (steps 1-3 of the docstring)."""
+        current, weights = self._current, self._weights
+        best, total = fits[0], 0.0
+        for k in fits:
+            current[k] += weights[k]  # 1.
+            total += weights[k]
+            if current[k] > current[best]:  # 2. (strictly: ties stay with the lowest)
+                best = k
+        current[best] -= total  # 3.
+        return best
 
 
 def _check(limits: tuple[float, float, float], held: int, total: int, prompt: int) -> int:
@@ -117,6 +234,11 @@ class Simulation:
         back = [i for i in self.instances if i.role == "decode"]
         self._front = _Pool(front, plans, whole=not back, budget=True)
         self._back = _Pool(back, plans, whole=True, budget=False) if back else None
+        #: each instance's :class:`Group`, by scenario group index (to record load changes)
+        self._group_of: dict[int, Group] = {}
+        for pool in (self._front, self._back):
+            for g in pool.groups if pool is not None else ():
+                self._group_of[g.members[0].group] = g
         self._router = scenario.router.build(rng)
         self._decode_router = (scenario.decode_router or scenario.router).build(rng)
         network = scenario.network
@@ -218,7 +340,7 @@ class Simulation:
             self.arrival[rid] = now
         self._issued += 1
         prompt, output = int(reqs.input_len[rid]), int(reqs.output_len[rid])
-        candidates, reason = self._front.eligible(prompt, prompt + output)
+        fits, reason = self._front.eligible(prompt, prompt + output)
         if not reason and self._back is not None:
             reason = self._back.eligible(prompt, prompt + output)[1]
         if reason:
@@ -229,6 +351,7 @@ class Simulation:
         self.in_system += 1
         req = Request(rid, now, prompt, output, int(reqs.prefix_group[rid]),
                       int(reqs.prefix_len[rid]))
+        candidates = self._front.candidates(fits)
         inst = candidates[self._router.choose(candidates)]
         req.prefill_instance = inst.index
         if self.options.timeseries:
@@ -237,7 +360,9 @@ class Simulation:
 
     def _queued(self, inst: Instance, req: Request) -> list[Event]:
         """``req`` joins ``inst``'s queue: wake the engine if idle, or reschedule a cut run."""
-        if inst.enqueue(req, self.now):
+        scheduled = inst.enqueue(req, self.now)
+        self._group_of[inst.group].touch(inst)
+        if scheduled:
             return self._started(inst, True)
         return self._wake_up(inst)
 
@@ -269,6 +394,8 @@ class Simulation:
             self.batches.append((inst.index, batch.start, batch.end, batch.kind, batch.steps,
                                  batch.decodes, sum(t for _, t in batch.chunks)))
         finished, handoffs = inst.finish_batch(now)
+        if finished or handoffs:
+            self._group_of[inst.group].touch(inst)
         events: list[Event] = []
         for req in finished:
             events += self._complete(req, inst)
@@ -308,11 +435,13 @@ class Simulation:
 
     def _handoff(self, req: Request, src: Instance) -> list[Event]:
         assert self._back is not None
-        pool, _ = self._back.eligible(req.input_len, req.input_len + req.output_len)
+        fits, _ = self._back.eligible(req.input_len, req.input_len + req.output_len)
+        pool = self._back.candidates(fits)
         dst = pool[self._decode_router.choose(pool)]
         req.decode_instance = dst.index
         # Counted from the hand-off, so that routers see the transfers in flight.
         dst.outstanding += 1
+        self._group_of[dst.group].touch(dst)
         dst.queued_blocks += dst.pool.blocks(req.target)
         nbytes = self.plans[src.group].kv_bytes_per_token * req.target
         start = max(self.now, self._link_out[src.index], self._link_in[dst.index])
@@ -325,6 +454,6 @@ class Simulation:
         src.release(req, self.now)
         req.kv_ready = True
         req.computed = req.target
-        dst.outstanding -= 1
+        dst.outstanding -= 1  # and + 1 as it joins the queue (recorded by _queued)
         dst.queued_blocks -= dst.pool.blocks(req.target)
         return self._wake_up(src) + self._queued(dst, req)
