@@ -4,7 +4,7 @@ The public API is small; heavy modules load on first use so ``import servingcast
 
     import servingcast as sc
     e = sc.estimate("llama-3.1-70b", "h100-sxm", seq_len=2048, batch_size=64,
-                    output_len=256, tp=4, efficiency=None)
+                    output_len=256, tp=4)   # calibrated efficiency, as the CLI
     print(e.ttft_ms, e.tpot_ms)
 """
 
@@ -17,8 +17,8 @@ from servingcast._lazy import lazy_getattr
 __version__ = "0.1.0"
 
 _LAZY = {
-    "estimate": "servingcast.estimate",
-    "Estimate": "servingcast.estimate",
+    "estimate": "servingcast._estimate",
+    "Estimate": "servingcast._estimate",
     "CostModel": "servingcast.costmodel",
     "Batch": "servingcast.costmodel",
     "Parallelism": "servingcast.costmodel",
@@ -33,14 +33,14 @@ _LAZY = {
 __all__ = [*sorted(_LAZY), "__version__"]
 
 if TYPE_CHECKING:
+    from servingcast._estimate import Estimate as Estimate
+    from servingcast._estimate import estimate as estimate
     from servingcast.costmodel import Batch as Batch
     from servingcast.costmodel import CostModel as CostModel
     from servingcast.costmodel import Parallelism as Parallelism
     from servingcast.errors import ConfigError as ConfigError
     from servingcast.errors import InfeasibleError as InfeasibleError
     from servingcast.errors import ServingcastError as ServingcastError
-    from servingcast.estimate import Estimate as Estimate
-    from servingcast.estimate import estimate as estimate
     from servingcast.specs import get_hardware as get_hardware
     from servingcast.specs import get_model as get_model
     from servingcast.specs import get_precision as get_precision

@@ -54,7 +54,8 @@ def _progress(quiet: bool, total: int) -> tuple[Callable[[int, int], None] | Non
               help="Also write trace.json, the batches of every instance (chrome://tracing).")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No table and no progress bar.")
-@click.option("--seed", type=int, default=None, help="Override the scenario's seed, e.g. 1.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Override the scenario's seed (>= 0), e.g. 1.")
 @click.option("-f", "--force", is_flag=True,
               help="Write into an existing non-empty --output folder, replacing result files.")
 @debug_option

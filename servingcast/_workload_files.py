@@ -15,20 +15,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from servingcast._text import read_text
 from servingcast.errors import ConfigError
 
 _TRACE_REQUIRED = ("arrival_time", "input_len", "output_len")
 _TRACE_OPTIONAL = ("prefix_group", "prefix_len")
+_RELATIVE = " (relative paths start at the scenario file's folder)"
+#: Most requests a trace may hold (the simulator's limit on requests).
+MAX_TRACE_ROWS = 10_000_000
+#: Longest prompt or output of one request, in tokens.
+MAX_TRACE_TOKENS = 10_000_000
 
 
 def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, row)`` of a CSV (header first) or JSONL file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc}). To fix: check the "
-                          "path (relative paths start at the scenario file's folder)") from None
-    lines = text.splitlines()
+    lines = read_text(path, "trace", hint=_RELATIVE).splitlines()
     if path.suffix in (".jsonl", ".ndjson"):
         rows = []
         for number, line in enumerate(lines, 1):
@@ -43,7 +44,12 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
         return rows
     reader = csv.DictReader(line for line in lines if not line.startswith("#"))
     first = next((i for i, line in enumerate(lines, 1) if not line.startswith("#")), 1)
-    return [(first + i + 1, dict(row)) for i, row in enumerate(reader)]
+    try:
+        return [(first + i + 1, dict(row)) for i, row in enumerate(reader)]
+    except csv.Error as exc:
+        raise ConfigError(f"{path}:{first + reader.line_num - 1}: not valid CSV ({exc}). To fix: "
+                          "write a header line, then one comma-separated row per request") \
+            from None
 
 
 def _number(path: Path, line: int, row: dict[str, Any], column: str, kind: type) -> Any:
@@ -51,13 +57,17 @@ def _number(path: Path, line: int, row: dict[str, Any], column: str, kind: type)
     if value is None or value == "":
         raise ConfigError(f"{path}:{line}: column {column!r} is missing. To fix: give every row "
                           f"{', '.join(_TRACE_REQUIRED)}")
+    what = "whole number" if kind is int else "number"
     try:
         number = float(value)
-        if kind is int and number != int(number):
-            raise ValueError
     except (TypeError, ValueError):
-        raise ConfigError(f"{path}:{line}: {column} = {value!r} is not a "
-                          f"{'whole number' if kind is int else 'number'}") from None
+        number = math.nan
+    else:
+        if not math.isfinite(number):  # nan, inf: read by float() but never a time or length
+            what = f"finite {what}"
+    if not math.isfinite(number) or (kind is int and number != int(number)):
+        raise ConfigError(f"{path}:{line}: {column} = {value!r} is not a {what}. To fix: write "
+                          f"e.g. {'512' if kind is int else '0.25'} (no nan or inf)")
     return kind(number)
 
 
@@ -67,6 +77,9 @@ def read_trace(path: Path, default_prefix_len: int | None = None) -> dict[str, n
     if not rows:
         raise ConfigError(f"{path}: the trace has no rows. To fix: add a header line "
                           f"({','.join(_TRACE_REQUIRED)}) and one row per request")
+    if len(rows) > MAX_TRACE_ROWS:
+        raise ConfigError(f"{path}: {len(rows):,} requests, more than the {MAX_TRACE_ROWS:,} a "
+                          "simulation takes. To fix: replay a part of the trace")
     columns: dict[str, list[Any]] = {c: [] for c in _TRACE_REQUIRED + _TRACE_OPTIONAL}
     last = -math.inf
     for line, row in rows:
@@ -79,8 +92,9 @@ def read_trace(path: Path, default_prefix_len: int | None = None) -> dict[str, n
             raise ConfigError(f"{path}:{line}: arrival_time must be >= 0, got {arrival:g}")
         last = arrival
         values = [arrival] + [_number(path, line, row, c, int) for c in _TRACE_REQUIRED[1:]]
-        if min(values[1:]) < 1:
-            raise ConfigError(f"{path}:{line}: input_len and output_len must be >= 1")
+        if min(values[1:]) < 1 or max(values[1:]) > MAX_TRACE_TOKENS:
+            raise ConfigError(f"{path}:{line}: input_len and output_len must be >= 1 and <= "
+                              f"{MAX_TRACE_TOKENS:,} tokens, got {values[1]} and {values[2]}")
         group = row.get("prefix_group")
         if group in (None, "", -1, "-1"):
             values += [-1, 0]
@@ -100,12 +114,8 @@ def read_trace(path: Path, default_prefix_len: int | None = None) -> dict[str, n
 
 def read_lengths_file(path: Path, column: str | None = None) -> tuple[int, ...]:
     """Lengths listed one per line, or in ``column`` (default: the first) of a CSV."""
-    try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines()
-                 if line.strip() and not line.startswith("#")]
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc}). To fix: check the "
-                          "path (relative paths start at the scenario file's folder)") from None
+    lines = [line for line in read_text(path, "lengths file", hint=_RELATIVE).splitlines()
+             if line.strip() and not line.startswith("#")]
     if not lines:
         raise ConfigError(f"{path}: no lengths in the file")
     header = next(csv.reader([lines[0]]))

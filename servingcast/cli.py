@@ -113,12 +113,15 @@ def estimate(
     --batch-size 64 --input-len 2048 --output-len 256
     """
     from servingcast import report
-    from servingcast.estimate import estimate as run_estimate
+    from servingcast._estimate import estimate as run_estimate
 
     result = run_estimate(
-        model, hardware, input_len, batch_size, precision, efficiency, decode_hardware,
-        network_bandwidth, draft_model, draft_acceptance_rate, cached_prefix_len,
-        prefill_chunk_tokens, output_len=output_len, tp=tp, pp=pp, ep=ep, dp=dp,
+        model, hardware, seq_len=input_len, batch_size=batch_size, precision=precision,
+        efficiency=efficiency, decode_hardware=decode_hardware,
+        network_bandwidth=network_bandwidth, draft_model=draft_model,
+        draft_acceptance_rate=draft_acceptance_rate, cached_prefix_len=cached_prefix_len,
+        prefill_chunk_tokens=prefill_chunk_tokens, output_len=output_len, tp=tp, pp=pp, ep=ep,
+        dp=dp,
         num_speculative_tokens=num_speculative_tokens, kv_cache_dtype=kv_cache_dtype,
         gpu_memory_utilization=gpu_memory_utilization,
     )

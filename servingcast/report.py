@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from servingcast._estimate import Estimate
 from servingcast.costmodel.layers import active_parameter_count, parameter_count
 from servingcast.costmodel.step import BOUNDS, OPERATORS
-from servingcast.estimate import Estimate
 from servingcast.specs.hardware import HardwareSpec
 from servingcast.specs.model import ModelSpec
 

@@ -8,6 +8,7 @@ unit a parameter documents. Decimal prefixes are powers of 1000, binary ones (Ki
 
 from __future__ import annotations
 
+import math
 import re
 
 from servingcast.errors import ConfigError
@@ -31,6 +32,21 @@ def _split(text: str, what: str) -> tuple[float, str]:
 
 
 _EXAMPLES = {"bandwidth": "100 GB/s", "duration": "40 ms", "size": "80 GB"}
+_UNIT_HINTS = {"bandwidth": "'{n} Gb/s' (bits) or '{n} GB/s' (bytes)",
+               "duration": "'{n} ms' or '{n} s'", "size": "'{n} GB' or '{n} GiB'"}
+
+
+def _no_unit(value: object, what: str) -> ConfigError:
+    number = str(value).strip()
+    return ConfigError(f"{value!r} has no unit, so the {what} is ambiguous. To fix: write "
+                       + _UNIT_HINTS[what].format(n=number))
+
+
+def _finite(result: float, text: object, what: str) -> float:
+    if not math.isfinite(result):
+        raise ConfigError(f"{text!r} is too large for a {what}. To fix: e.g. "
+                          f"{_EXAMPLES[what]!r}")
+    return result
 
 
 def _bytes_factor(unit: str, text: str, what: str) -> float:
@@ -53,45 +69,57 @@ def _bytes_factor(unit: str, text: str, what: str) -> float:
     raise ConfigError(f"unknown prefix {prefix!r} in {text!r}. To fix: e.g. {_EXAMPLES[what]!r}")
 
 
-def parse_bandwidth(value: str | float | int, *, default_unit: str = "GB/s") -> float:
-    """Return a bandwidth in bytes/s; plain numbers are read in ``default_unit``."""
+def parse_bandwidth(value: str | float | int, *, default_unit: str = "GB/s",
+                    require_unit: bool = False) -> float:
+    """Return a bandwidth in bytes/s; plain numbers are read in ``default_unit``, or refused
+    with ``require_unit`` (bits or bytes is too easy to get wrong by 8x)."""
     if isinstance(value, bool):
         raise ConfigError(
             f"a bandwidth must be a number or a string like '100 GB/s', got {value!r}")
     if isinstance(value, (int, float)):
+        if require_unit:
+            raise _no_unit(value, "bandwidth")
         number, unit = float(value), default_unit
         text = f"{value} {default_unit}"
     else:
         number, unit = _split(value, "bandwidth")
         text = value
         if not unit:
+            if require_unit:
+                raise _no_unit(value, "bandwidth")
             unit = default_unit
     if not unit.endswith("/s"):
         raise ConfigError(
             f"{text!r} is not a bandwidth (no '/s'). To fix: write e.g. '100 GB/s' or '400 Gb/s'"
         )
-    result = number * _bytes_factor(unit[:-2], text, "bandwidth")
+    result = _finite(number * _bytes_factor(unit[:-2], text, "bandwidth"), text, "bandwidth")
     if result <= 0:
-        raise ConfigError(f"a bandwidth must be > 0, got {text!r}")
+        raise ConfigError(f"a bandwidth must be > 0, got {text!r}. To fix: e.g. '100 GB/s'")
     return result
 
 
-def parse_duration(value: str | float | int, *, default_unit: str = "ms") -> float:
-    """Return a duration in seconds; plain numbers are read in ``default_unit``."""
+def parse_duration(value: str | float | int, *, default_unit: str = "ms",
+                   require_unit: bool = False) -> float:
+    """Return a duration in seconds; plain numbers are read in ``default_unit``, or refused
+    with ``require_unit``."""
     if isinstance(value, bool):
         raise ConfigError(f"a duration must be a number or a string like '40 ms', got {value!r}")
     if isinstance(value, (int, float)):
+        if require_unit:
+            raise _no_unit(value, "duration")
         number, unit = float(value), default_unit
     else:
         number, unit = _split(value, "duration")
         if not unit:
+            if require_unit:
+                raise _no_unit(value, "duration")
             unit = default_unit
     if unit not in _TIME_S:
         raise ConfigError(
             f"unknown time unit {unit!r} in {value!r}. To fix: use one of "
             f"{', '.join(_TIME_S)} (e.g. '40 ms')"
         )
-    return number * _TIME_S[unit]
+    return _finite(number * _TIME_S[unit], value, "duration")
 
 
 def parse_size(value: str | float | int, *, default_unit: str = "GB") -> float:
@@ -106,4 +134,4 @@ def parse_size(value: str | float | int, *, default_unit: str = "GB") -> float:
         text = value
         if not unit:
             unit = default_unit
-    return number * _bytes_factor(unit, text, "size")
+    return _finite(number * _bytes_factor(unit, text, "size"), text, "size")

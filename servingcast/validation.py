@@ -1,7 +1,7 @@
 """Comparing the cost model with published measurements on real hardware.
 
 Each usable row of a measurements CSV (the format of ``shared/validation``) becomes one
-:func:`~servingcast.estimate.estimate` call with the device's calibrated efficiency factors —
+:func:`~servingcast.estimate` call with the device's calibrated efficiency factors —
 the same for every row, never fitted per row — and one predicted number in the row's unit:
 
 * use ``a`` (small-batch decode): tokens/s per user = 1000 / TPOT.
@@ -18,13 +18,15 @@ reported as skipped with the reason.
 from __future__ import annotations
 
 import csv
+import io
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from servingcast._estimate import estimate
+from servingcast._text import read_text
 from servingcast.errors import ConfigError, ServingcastError
-from servingcast.estimate import estimate
 from servingcast.specs.catalog import get_hardware
 from servingcast.specs.hardware import HardwareSpec
 
@@ -119,14 +121,15 @@ def predict_row(
     try:
         hw = hardware(row["gpu_type"])
         if use == "b":
-            e = estimate(row["model"], hw, isl, 1, precision, None, output_len=1, tp=tp, pp=pp,
-                         kv_cache_free_memory_fraction=fraction)
+            e = estimate(row["model"], hw, seq_len=isl, precision=precision, output_len=1,
+                         tp=tp, pp=pp, kv_cache_free_memory_fraction=fraction)
             return Comparison(row["id"], use, desc, measured, e.ttft_ms, row["unit"])
-        e = estimate(row["model"], hw, isl, batch, precision, None, output_len=osl, tp=tp, pp=pp,
-                     kv_cache_free_memory_fraction=fraction)
+        e = estimate(row["model"], hw, seq_len=isl, batch_size=batch, precision=precision,
+                     output_len=osl, tp=tp, pp=pp, kv_cache_free_memory_fraction=fraction)
         if batch == "max" and e.batch_size > RUNTIME_MAX_BATCH:
-            e = estimate(row["model"], hw, isl, RUNTIME_MAX_BATCH, precision, None,
-                         output_len=osl, tp=tp, pp=pp, kv_cache_free_memory_fraction=fraction)
+            e = estimate(row["model"], hw, seq_len=isl, batch_size=RUNTIME_MAX_BATCH,
+                         precision=precision, output_len=osl, tp=tp, pp=pp,
+                         kv_cache_free_memory_fraction=fraction)
     except ConfigError as exc:
         return skip(str(exc).split(". To fix")[0])
     except ServingcastError as exc:
@@ -154,13 +157,25 @@ def default_csv() -> Path:
     )
 
 
+#: Columns :func:`predict_row` reads.
+COLUMNS = ("id", "validation_use", "model", "precision", "gpu_type", "framework", "tp", "pp",
+           "isl", "osl", "batch_size", "metric", "value", "unit")
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
-    """Rows of a measurements CSV."""
+    """Rows of a measurements CSV (every column of :data:`COLUMNS` present)."""
+    text = read_text(path, "measurements CSV")
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+    except csv.Error as exc:
+        raise ConfigError(f"{path}:{reader.line_num}: not valid CSV ({exc}). To fix: repair "
+                          "the file, e.g. from tests/data/published_measurements.csv") from None
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ConfigError(f"{path}:1: missing column(s) {', '.join(missing)}. To fix: use the "
+                          "header of tests/data/published_measurements.csv")
+    return rows
 
 
 def compare(

@@ -57,7 +57,14 @@ from servingcast._workload_files import read_lengths_file, read_trace
 from servingcast.errors import ConfigError
 from servingcast.units import parse_duration
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
+# Numbers must be finite: `.inf` and `.nan` are YAML floats, never a sensible rate or length.
+_FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+#: Most requests one workload may generate (a simulation of more would not finish).
+MAX_REQUESTS = 10_000_000
+#: Longest prompt or output of one request, in tokens (above every model's context).
+MAX_TOKENS = 10_000_000
+#: Most users of a closed loop.
+MAX_CONCURRENCY = 1_000_000
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
@@ -73,7 +80,7 @@ def _duration_s(value: Any) -> float:
         raise field_error(f"{value!r} has no unit. To fix: write the unit, e.g. "
                      f"'{value} ms' or '{value} s'")
     try:
-        seconds = parse_duration(value)
+        seconds = parse_duration(value, require_unit=True)
     except ConfigError as exc:
         raise field_error(str(exc)) from None
     if seconds < 0:
@@ -95,7 +102,7 @@ def _base_dir(info: ValidationInfo) -> Path:
 
 
 def _clip(x: FloatArray, low: int, high: int | None) -> IntArray:
-    return np.clip(np.rint(x), low, high if high is not None else np.inf).astype(np.int64)
+    return np.clip(np.rint(x), low, high if high is not None else MAX_TOKENS).astype(np.int64)
 
 
 class FixedLength(BaseModel):
@@ -103,7 +110,7 @@ class FixedLength(BaseModel):
 
     model_config = _FROZEN
     kind: Literal["fixed"] = "fixed"
-    value: int = Field(ge=1)
+    value: int = Field(ge=1, le=MAX_TOKENS)
 
     def sample(self, rng: np.random.Generator, n: int) -> IntArray:
         """``n`` lengths."""
@@ -115,8 +122,8 @@ class UniformLength(BaseModel):
 
     model_config = _FROZEN
     kind: Literal["uniform"]
-    low: int = Field(ge=1)
-    high: int = Field(ge=1)
+    low: int = Field(ge=1, le=MAX_TOKENS)
+    high: int = Field(ge=1, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _ordered(self) -> UniformLength:
@@ -134,10 +141,10 @@ class NormalLength(BaseModel):
 
     model_config = _FROZEN
     kind: Literal["normal"]
-    mean: float = Field(gt=0)
-    std: float = Field(ge=0)
-    min: int = Field(1, ge=1)
-    max: int | None = Field(None, ge=1)
+    mean: float = Field(gt=0, le=MAX_TOKENS)
+    std: float = Field(ge=0, le=MAX_TOKENS)
+    min: int = Field(1, ge=1, le=MAX_TOKENS)
+    max: int | None = Field(None, ge=1, le=MAX_TOKENS)
 
     def sample(self, rng: np.random.Generator, n: int) -> IntArray:
         """``n`` lengths."""
@@ -153,10 +160,10 @@ class LognormalLength(BaseModel):
 
     model_config = _FROZEN
     kind: Literal["lognormal"]
-    mean: float = Field(gt=0)
-    std: float = Field(gt=0)
-    min: int = Field(1, ge=1)
-    max: int | None = Field(None, ge=1)
+    mean: float = Field(gt=0, le=MAX_TOKENS)
+    std: float = Field(gt=0, le=MAX_TOKENS)
+    min: int = Field(1, ge=1, le=MAX_TOKENS)
+    max: int | None = Field(None, ge=1, le=MAX_TOKENS)
 
     def sample(self, rng: np.random.Generator, n: int) -> IntArray:
         """``n`` lengths."""
@@ -195,8 +202,9 @@ class EmpiricalLength(BaseModel):
     def _check(self) -> EmpiricalLength:
         if self.values is None:
             raise field_error("give values (a list of lengths) or path (a file of lengths)")
-        if min(self.values) < 1:
-            raise field_error("every value must be >= 1")
+        if min(self.values) < 1 or max(self.values) > MAX_TOKENS:
+            raise field_error(f"every value must be >= 1 and <= {MAX_TOKENS:,} tokens, got "
+                              f"{min(self.values)} to {max(self.values)}")
         if self.weights is not None:
             if len(self.weights) != len(self.values):
                 raise field_error(f"{len(self.weights)} weights for {len(self.values)} values")
@@ -215,8 +223,14 @@ class EmpiricalLength(BaseModel):
 
 
 def _fixed_from_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return {"kind": "fixed", "value": value}
+    if isinstance(value, (str, float, bool, list, tuple)):
+        raise field_error(f"cannot read {value!r} as a token length. To fix: write a whole "
+                          "number (512) or a distribution, e.g. {kind: lognormal, mean: 1000, "
+                          "std: 800}")
     return value
 
 
@@ -274,7 +288,7 @@ class ConcurrencyArrivals(BaseModel):
 
     model_config = _FROZEN
     kind: Literal["concurrency"]
-    concurrency: int = Field(ge=1)
+    concurrency: int = Field(ge=1, le=MAX_CONCURRENCY)
     think_time: Duration = 0.0
 
 
@@ -343,7 +357,7 @@ class Workload(BaseModel):
     """What the cluster is asked to serve: synthetic arrivals and lengths, or a trace."""
 
     model_config = _FROZEN
-    num_requests: int | None = Field(None, ge=1)
+    num_requests: int | None = Field(None, ge=1, le=MAX_REQUESTS)
     duration: Duration | None = None
     arrival: Arrival | None = None
     input_len: LengthDistribution | None = None
@@ -372,6 +386,12 @@ class Workload(BaseModel):
         if not closed and (self.num_requests is None) == (self.duration is None):
             raise field_error("give exactly one of num_requests and duration (e.g. "
                              "num_requests: 1000 or duration: '10 min')")
+        rate = getattr(self.arrival, "rate", None)
+        if self.duration is not None and rate is not None and rate * self.duration > MAX_REQUESTS:
+            raise field_error(
+                f"duration {self.duration:g} s at {rate:g} req/s is about "
+                f"{rate * self.duration:,.0f} requests, more than the {MAX_REQUESTS:,} a "
+                "simulation takes. To fix: shorten duration or lower the rate")
         return self
 
 

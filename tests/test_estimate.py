@@ -1,7 +1,7 @@
 import pytest
 
+from servingcast._estimate import estimate
 from servingcast.errors import ConfigError, InfeasibleError
-from servingcast.estimate import estimate
 
 BASE = {"model": "llama-3.1-70b", "hardware": "h100-sxm", "seq_len": 2048, "batch_size": 16,
         "precision": "fp8", "efficiency": None, "output_len": 256, "tp": 4}
@@ -21,12 +21,24 @@ def test_headline_numbers_are_consistent() -> None:
     assert sum(e.prefill.by_operator_ms.values()) == pytest.approx(e.ttft_ms, rel=1e-6)
 
 
-def test_default_efficiency_is_flat_half() -> None:
-    e = estimate("llama-3.1-8b", "h100-sxm", 512, output_len=32)
-    assert e.efficiency == {"compute": 0.5, "memory": 0.5, "network": 0.5}
-    assert any("flat efficiency 0.5" in n for n in e.notes)
-    calibrated = estimate("llama-3.1-8b", "h100-sxm", 512, output_len=32, efficiency=None)
-    assert calibrated.tpot_ms < e.tpot_ms
+def test_default_efficiency_is_calibrated_like_the_cli() -> None:
+    calibrated = estimate("llama-3.1-8b", "h100-sxm", seq_len=512, output_len=32)
+    explicit = estimate("llama-3.1-8b", "h100-sxm", seq_len=512, output_len=32, efficiency=None)
+    assert calibrated == explicit and not any("flat efficiency" in n for n in calibrated.notes)
+    flat = estimate("llama-3.1-8b", "h100-sxm", seq_len=512, output_len=32, efficiency=0.5)
+    assert flat.efficiency == {"compute": 0.5, "memory": 0.5, "network": 0.5}
+    assert any("flat efficiency 0.5" in n for n in flat.notes)
+    assert calibrated.tpot_ms < flat.tpot_ms
+
+
+def test_everything_after_model_and_hardware_is_keyword_only() -> None:
+    with pytest.raises(TypeError, match="positional"):
+        estimate("llama-3.1-8b", "h100-sxm", 512)  # type: ignore[misc]
+
+
+def test_bare_network_bandwidth_needs_a_unit() -> None:
+    with pytest.raises(ConfigError, match=r"'400' has no unit.*'400 Gb/s'"):
+        run(decode_hardware="h200-sxm", network_bandwidth="400")
 
 
 def test_batch_max_uses_the_largest_fitting_batch() -> None:
@@ -49,15 +61,16 @@ def test_disaggregated_transfer() -> None:
 
 
 def test_speculative_decoding() -> None:
-    plain = estimate("llama-3.1-70b", "h100-sxm", 1024, 1, "fp8", None, output_len=128, tp=4)
-    good = estimate("llama-3.1-70b", "h100-sxm", 1024, 1, "fp8", None,
+    plain = estimate("llama-3.1-70b", "h100-sxm", seq_len=1024, batch_size=1, precision="fp8",
+                     output_len=128, tp=4)
+    good = estimate("llama-3.1-70b", "h100-sxm", seq_len=1024, batch_size=1, precision="fp8",
                     draft_model="llama-3.2-1b", draft_acceptance_rate=0.8, output_len=128, tp=4)
-    bad = estimate("llama-3.1-70b", "h100-sxm", 1024, 1, "fp8", None,
+    bad = estimate("llama-3.1-70b", "h100-sxm", seq_len=1024, batch_size=1, precision="fp8",
                    draft_model="llama-3.2-1b", draft_acceptance_rate=0.0, output_len=128, tp=4)
     assert good.spec_tokens_per_step == pytest.approx((1 - 0.8**5) / 0.2)
     assert bad.spec_tokens_per_step == pytest.approx(1.0)
     assert good.tpot_ms < plain.tpot_ms < bad.tpot_ms
-    perfect = estimate("llama-3.1-70b", "h100-sxm", 1024, 1, "fp8", None,
+    perfect = estimate("llama-3.1-70b", "h100-sxm", seq_len=1024, batch_size=1, precision="fp8",
                        draft_model="llama-3.2-1b", draft_acceptance_rate=1.0, output_len=128,
                        tp=4)
     assert perfect.spec_tokens_per_step == 5.0
@@ -81,15 +94,17 @@ def test_chunked_prefill_bounds_the_decode_stall() -> None:
 
 
 def test_pipeline_bubble_reported() -> None:
-    e = estimate("llama-3.1-70b", "h100-sxm", 512, 1, "fp8", None, output_len=16, tp=2, pp=4)
+    e = estimate("llama-3.1-70b", "h100-sxm", seq_len=512, batch_size=1, precision="fp8",
+                 output_len=16, tp=2, pp=4)
     assert e.pipeline_bubble_fraction == 0.75
     assert any("pipeline bubble" in n for n in e.notes)
 
 
 def test_moe_and_mla_models_estimate() -> None:
-    ds = estimate("deepseek-v3", "h200-sxm", 4000, 32, "fp8", None, output_len=500, tp=8)
-    qwen = estimate("qwen3-235b-a22b", "h100-sxm", 2000, 32, "fp8", None, output_len=200, tp=8,
-                    ep=8)
+    ds = estimate("deepseek-v3", "h200-sxm", seq_len=4000, batch_size=32, precision="fp8",
+                  output_len=500, tp=8)
+    qwen = estimate("qwen3-235b-a22b", "h100-sxm", seq_len=2000, batch_size=32, precision="fp8",
+                    output_len=200, tp=8, ep=8)
     assert ds.decode.by_operator_ms["moe"] > 0 and qwen.decode.by_operator_ms["ep_comm"] > 0
 
 
@@ -113,13 +128,13 @@ def test_bad_input(over: dict[str, object], message: str) -> None:
 
 def test_model_that_does_not_fit() -> None:
     with pytest.raises(InfeasibleError, match="does not fit"):
-        estimate("llama-3.1-405b", "l4", 100, output_len=10)
+        estimate("llama-3.1-405b", "l4", seq_len=100, output_len=10)
 
 
 def test_hf_config_as_model() -> None:
     from pathlib import Path
 
     folder = Path(__file__).parent / "data" / "hf_configs" / "llama-3.1-8b"
-    via_file = estimate(str(folder), "h100-sxm", 1000, 8, output_len=100, efficiency=None)
-    via_catalog = estimate("llama-3.1-8b", "h100-sxm", 1000, 8, output_len=100, efficiency=None)
+    via_file = estimate(str(folder), "h100-sxm", seq_len=1000, batch_size=8, output_len=100)
+    via_catalog = estimate("llama-3.1-8b", "h100-sxm", seq_len=1000, batch_size=8, output_len=100)
     assert via_file.tpot_ms == pytest.approx(via_catalog.tpot_ms)

@@ -34,3 +34,18 @@ def test_bad_bandwidth_names_the_value(bad: str) -> None:
 def test_bad_duration_unit() -> None:
     with pytest.raises(ConfigError, match="unknown time unit 'parsecs'"):
         parse_duration("3 parsecs")
+
+
+@pytest.mark.parametrize("bare", ["400", 400, " 400 "])
+def test_require_unit_refuses_bare_numbers(bare: str | int) -> None:
+    with pytest.raises(ConfigError, match=r"has no unit.*'400 Gb/s' \(bits\) or '400 GB/s'"):
+        parse_bandwidth(bare, require_unit=True)
+    with pytest.raises(ConfigError, match="has no unit"):
+        parse_duration(bare, require_unit=True)
+
+
+@pytest.mark.parametrize("text", ["1e400 GB/s", "1e400 s", "1e400 GB"])
+def test_overflow_is_refused(text: str) -> None:
+    parse = {"/s": parse_bandwidth, " s": parse_duration, "GB": parse_size}
+    with pytest.raises(ConfigError, match="too large"):
+        next(f for suffix, f in parse.items() if text.endswith(suffix))(text)

@@ -196,6 +196,12 @@ def require_fit(cm: CostModel, plan: MemoryPlan, seq_len: int, batch_size: int) 
     if need < batch_size:
         per_seq_gb = blocks_for(seq_len, plan.block_size) * plan.block_size * (
             plan.kv_bytes_per_token_per_gpu) / gb
+        if need == 0:
+            raise InfeasibleError(
+                f"{where}: one sequence of {seq_len} tokens needs {per_seq_gb:.1f} GB of KV "
+                f"cache per GPU, but only {plan.kv_cache_bytes_per_gpu / gb:.1f} GB is free "
+                "after the weights and activations. To fix: shorten the sequence, raise tp or "
+                "pp, use an fp8 KV cache (--kv-cache-dtype fp8), or a GPU with more memory")
         raise InfeasibleError(
             f"{where}: a batch of {batch_size} sequences of {seq_len} tokens needs "
             f"{batch_size * per_seq_gb:.1f} GB of KV cache per GPU, but only "

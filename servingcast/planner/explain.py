@@ -91,11 +91,54 @@ def _memory_message(problem: Problem, w: Workload, drops: list[Drop]) -> str:
             else:
                 fixes.append("use a 4-bit precision (w4a16)")
     else:
+        shape = _shape_message(problem, w, drops)
+        if shape is not None:
+            return f"{head}: {shape}"
         text = f"{head}: no allowed tp/pp/ep fits the pools ({_reasons(drops)})"
         fixes.append("allow smaller tp/pp in search, or add GPUs")
     fixes.append("use GPUs with more memory (h200, b200, mi300x)")
     return f"{text}. To fix: {', '.join(fixes[:-1])}, or {fixes[-1]}" if len(fixes) > 1 else (
         f"{text}. To fix: {fixes[0]}")
+
+
+def _parallel_error(problem: Problem, w: Workload, hardware: str, tp: int, pp: int,
+                    ep: int) -> str | None:
+    """Why the model cannot be split ``tp``/``pp``/``ep`` ways (heads, layers, experts), or None."""
+    pool = next(p for p in problem.pools if p.spec.name == hardware)
+    try:
+        CostModel(get_model(w.model), pool.spec, precision_of(w), Parallelism(tp=tp, pp=pp, ep=ep))
+    except ConfigError as exc:
+        return str(exc).split(". To fix")[0]
+    return None
+
+
+def _shape_message(problem: Problem, w: Workload, drops: list[Drop]) -> str | None:
+    """What is wrong with each allowed shape when none fits for structural reasons (the node
+    size, the pool size, the model's heads, the precision), and the tp values that would work."""
+    if not drops or any(d.reason not in _STRUCTURAL for d in drops):
+        return None
+    shown: dict[tuple[int, int, int, str], str] = {}
+    for d in drops:
+        c = d.config
+        key = (c.tp, c.pp, c.ep, d.hardware)
+        if key in shown or len(shown) == 4:
+            continue
+        why = [d.detail or d.reason]
+        if d.reason in ("node_shape", "pool_size"):  # the split itself was not tried yet
+            split = _parallel_error(problem, w, d.hardware, c.tp, c.pp, c.ep)
+            if split is not None:
+                why.append(split)
+        shown[key] = f"{_desc(d)}: {'; and '.join(why)}"
+    good = [t for t in range(1, max(p.node_size for p in problem.pools) + 1)
+            if any(pool.node_size % t == 0
+                   and _parallel_error(problem, w, pool.spec.name, t, 1, 1) is None
+                   for pool in problem.pools)]
+    fix = (f"set search.tp to values that divide both the node and the model's attention heads, "
+           f"e.g. {good}" if good else "add GPUs or use another GPU kind")
+    nodes = sorted({p.node_size for p in problem.pools})
+    return (f"no allowed tp/pp/ep can run on the pools ({', '.join(map(str, nodes))}-GPU nodes): "
+            f"{'; '.join(shown.values())}. An instance must fill a node evenly or span whole "
+            f"nodes, and tp must divide the attention heads. To fix: {fix}")
 
 
 def _reasons(drops: list[Drop]) -> str:

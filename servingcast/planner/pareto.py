@@ -80,12 +80,12 @@ def pareto_csv(points: tuple[ParetoPoint, ...]) -> str:
 
 def pareto_png(points: tuple[ParetoPoint, ...], title: str, chosen: ParetoPoint | None) -> bytes:
     """The frontier as a PNG (matplotlib, imported here: it is slow to import)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    # The object API on an Agg canvas: no pyplot, no process-wide backend switch.
     fig = Figure(figsize=(6.4, 4.4), dpi=110)
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     all_x = [p.tokens_per_s_per_user for p in points]
     all_y = [p.tokens_per_s_per_gpu for p in points]

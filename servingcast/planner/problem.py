@@ -49,8 +49,13 @@ from servingcast.specs.hardware import HardwareSpec
 from servingcast.specs.precision import get_precision
 from servingcast.units import parse_bandwidth, parse_duration
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+_FROZEN = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 _HAS_UNIT = re.compile(r"[A-Za-zµ]\s*(/\s*[A-Za-z]+)?\s*$")
+
+#: Most GPUs one pool may hold (beyond any real fleet; keeps the MILP's sizes sane).
+MAX_POOL_GPUS = 1_000_000
+#: Highest demand of one workload, requests per second (beyond any real service).
+MAX_DEMAND_PER_S = 1e6
 
 Mode = Literal["aggregated", "disaggregated"]
 Objective = Literal["max_goodput", "min_cost", "max_goodput_per_dollar"]
@@ -88,7 +93,7 @@ def _bandwidth_bytes_s(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, str):
         raise _custom(f"{value!r} has no unit. To fix: write e.g. '400 Gb/s' or '50 GB/s'")
     try:
-        return parse_bandwidth(value)
+        return parse_bandwidth(value, require_unit=True)
     except ConfigError as exc:
         raise _custom(str(exc)) from None
 
@@ -114,6 +119,11 @@ def _rate_per_s(value: Any) -> float | None:
         raise _custom(
             f"a demand must be a rate > 0 req/s, got {value!r}. To fix: use a positive rate, "
             "or 'maximize'")
+    if not number <= MAX_DEMAND_PER_S:  # also catches inf and nan
+        raise _custom(
+            f"a demand must be at most {MAX_DEMAND_PER_S:,.0f} req/s, got {value!r}. To fix: "
+            "give the real peak rate, e.g. '12.5 req/s', or 'maximize' to serve as much as "
+            "the pools can")
     return number
 
 
@@ -155,6 +165,9 @@ class Pool(BaseModel):
         if value < 1:
             raise _custom(f"a pool needs at least one GPU, got {value}. To fix: set count to the "
                           "GPUs the pool has, or remove the pool")
+        if value > MAX_POOL_GPUS:
+            raise _custom(f"{value:,} GPUs, more than the {MAX_POOL_GPUS:,} a pool may hold. "
+                          "To fix: set count to the GPUs the pool has")
         return value
 
     @field_validator("hardware")

@@ -1,5 +1,8 @@
 """PNG plots of a simulation (matplotlib, imported here only): returned as bytes, not written.
 
+Figures come from matplotlib's object API (``Figure`` on an Agg canvas), never from pyplot, so
+plotting neither selects a backend for the process nor keeps figures alive in pyplot's registry.
+
 * ``latency_cdf.png`` — empirical CDFs of TTFT, TPOT and E2E, with the SLO limits.
 * ``throughput_queue.png`` — completed requests per second and requests waiting over time.
 * ``kv_usage.png`` — KV-cache usage of each instance group over time (mean of its instances).
@@ -15,20 +18,25 @@ import numpy as np
 from servingcast.sim.metrics import SimResult
 
 
+def _figure(**kwargs: Any) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return buffer.getvalue()
 
 
 def _latency_cdf(result: SimResult) -> bytes:
-    import matplotlib.pyplot as plt
-
     req, slo = result.requests, result.scenario.slo
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig = _figure(figsize=(13, 3.6))
+    axes = fig.subplots(1, 3)
     panels = [("TTFT (ms)", req.ttft_s, slo.ttft), ("TPOT (ms)", req.tpot_s, slo.tpot),
               ("E2E latency (ms)", req.e2e_s, None)]
     for ax, (label, seconds, limit) in zip(axes, panels, strict=True):
@@ -47,11 +55,10 @@ def _latency_cdf(result: SimResult) -> bytes:
 
 
 def _throughput_queue(result: SimResult) -> bytes:
-    import matplotlib.pyplot as plt
-
     req = result.requests
     finish = np.sort(req.finish_s[~np.isnan(req.finish_s)])
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    fig = _figure(figsize=(10, 5.5))
+    top, bottom = fig.subplots(2, 1, sharex=True)
     if finish.size:
         width = max((finish[-1] - np.nanmin(req.arrival_s)) / 100.0, 1e-3)
         edges = np.arange(np.nanmin(req.arrival_s), finish[-1] + width, width)
@@ -71,9 +78,8 @@ def _throughput_queue(result: SimResult) -> bytes:
 
 
 def _kv_usage(result: SimResult) -> bytes:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    fig = _figure(figsize=(10, 3.6))
+    ax = fig.subplots()
     series = result.timeseries
     if series is not None:
         for group in result.scenario.instance_groups:
@@ -94,9 +100,6 @@ def _kv_usage(result: SimResult) -> bytes:
 
 def plot_pngs(result: SimResult) -> dict[str, bytes]:
     """File name -> PNG bytes (needs ``simulate(..., timeseries=True)`` for the time series)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     return {"latency_cdf.png": _latency_cdf(result),
             "throughput_queue.png": _throughput_queue(result),
             "kv_usage.png": _kv_usage(result)}

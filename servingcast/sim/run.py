@@ -22,7 +22,7 @@ time of ``k`` iterations is a sum over the upper envelope of these lines, and th
 by a given time a quadratic's root — O(1), whatever ``k``. Without ``ROOFLINE_P == 1`` the
 iterations of a run are evaluated as arrays in one vectorised cost-model call instead.
 
-As in :func:`servingcast.estimate.estimate`, the draft model's own prefill of a prompt is not
+As in :func:`servingcast.estimate`, the draft model's own prefill of a prompt is not
 costed (it is small next to the target's), and a chunked prefill's tokens are split across the
 micro-batches like any others.
 """

@@ -45,12 +45,17 @@ from servingcast.units import parse_bandwidth
 from servingcast.workload import Duration, Workload, field_error
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
+#: Most instances one scenario may hold, over all groups (each is simulated one by one).
+MAX_INSTANCES = 10_000
 
 
 def _bandwidth(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, str):
         raise field_error(f"{value!r} has no unit. To fix: write e.g. '100 GB/s' or '400 Gb/s'")
-    return parse_bandwidth(value)
+    try:
+        return parse_bandwidth(value, require_unit=True)
+    except ConfigError as exc:
+        raise field_error(str(exc)) from None
 
 
 #: Bytes per second, written with a unit (``'100 GB/s'``, ``'400 Gb/s'``).
@@ -91,6 +96,14 @@ class InstanceGroup(BaseModel):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     enable_prefix_caching: bool = False
     max_model_len: int | None = Field(None, ge=1, description="default: the model's context")
+    weight: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="share of its role's traffic this group receives (a gateway's weighted "
+        "split, like Kubernetes HTTPRoute backendRefs weights): arrivals (aggregated or prefill "
+        "groups) or hand-offs (decode groups) go to a group by smooth weighted round-robin over "
+        "the groups that can serve the request, then the router picks an instance within it; "
+        "set it on every group of a role or on none (default: the router chooses among all "
+        "instances)")
 
     @field_validator("hardware")
     @classmethod
@@ -141,7 +154,7 @@ class Scenario(BaseModel):
     network: Network | None = None
     workload: Workload
     slo: SLO = SLO()
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="seeds the workload's random draws (>= 0)")
 
     @field_validator("model")
     @classmethod
@@ -158,8 +171,21 @@ class Scenario(BaseModel):
     @classmethod
     def _efficiency(cls, value: float | str) -> float | str:
         if isinstance(value, float) and not 0.0 < value <= 1.0:
-            raise field_error(f"must be in (0, 1] or 'calibrated', got {value}")
+            raise field_error(f"must be in (0, 1] or 'calibrated', got {value}. To fix: e.g. "
+                              "0.5, or 'calibrated' for the device's measured factors")
         return value
+
+    @field_validator("instance_groups")
+    @classmethod
+    def _instances_limit(cls, groups: list[InstanceGroup]) -> list[InstanceGroup]:
+        total = sum(g.count for g in groups)
+        if total > MAX_INSTANCES:
+            counts = ", ".join(f"{g.name} count {g.count:,}" for g in groups)
+            raise field_error(
+                f"{total:,} instances ({counts}), more than the {MAX_INSTANCES:,} a scenario may "
+                "simulate. To fix: lower count (simulate a slice of the cluster with its share "
+                "of the traffic)")
+        return groups
 
     @model_validator(mode="after")
     def _names_unique(self) -> Scenario:

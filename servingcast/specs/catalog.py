@@ -74,6 +74,10 @@ def model_catalog() -> dict[str, ModelSpec]:
     return _load_folder("models", ModelSpec)
 
 
+#: The ``servingcast catalog`` argument that lists each kind of entry.
+_LISTING = {"hardware": "hardware", "model": "models"}
+
+
 def _lookup(name: str, catalog: dict[str, S], what: str, extra_hint: str) -> S:
     key = normalize(name)
     index: dict[str, S] = {}
@@ -87,8 +91,8 @@ def _lookup(name: str, catalog: dict[str, S], what: str, extra_hint: str) -> S:
     names = sorted({index[c].name for c in close})
     hint = f"did you mean {', '.join(names)}? " if names else ""
     raise ConfigError(
-        f"unknown {what} {name!r}. To fix: {hint}See 'servingcast catalog {what}s' for the "
-        f"list{extra_hint}"
+        f"unknown {what} {name!r}. To fix: {hint}See 'servingcast catalog {_LISTING[what]}' "
+        f"for the list{extra_hint}"
     )
 
 

@@ -381,12 +381,9 @@ def _config_file(path: Path) -> Path:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    from servingcast._text import read_text
+
+    text = read_text(path, "config.json")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from servingcast.estimate import estimate
+from servingcast._estimate import estimate
 from servingcast.sim.report import summary_json
 from servingcast.sim.routers import RoundRobinRouter
 from tests.sim.conftest import batch_requests, fixed_requests, group, make_scenario, run
@@ -32,7 +32,7 @@ def closed_batch(model: str, hw: str, par: dict[str, int], b: int, prompt: int,
 def test_closed_batch_reproduces_the_estimate(model: str, hw: str, par: dict[str, int], b: int,
                                               prompt: int, output: int) -> None:
     _, result = closed_batch(model, hw, par, b, prompt, output)
-    est = estimate(model, hw, prompt, b, "fp16", None, output_len=output,
+    est = estimate(model, hw, seq_len=prompt, batch_size=b, precision="fp16", output_len=output,
                    max_num_batched_tokens=b * prompt, **par)
     s = result.summary  # type: ignore[attr-defined]
     assert s.ttft_ms.mean == pytest.approx(est.ttft_ms, rel=0.02)
@@ -45,8 +45,8 @@ def test_closed_batch_reproduces_the_estimate(model: str, hw: str, par: dict[str
 
 def test_closed_batch_with_pipeline_stages() -> None:
     _, result = closed_batch("llama-3.1-70b", "h100-sxm", {"tp": 4, "pp": 2}, 16, 1024, 64)
-    est = estimate("llama-3.1-70b", "h100-sxm", 1024, 16, "fp16", None, output_len=64, tp=4,
-                   pp=2, max_num_batched_tokens=16 * 1024)
+    est = estimate("llama-3.1-70b", "h100-sxm", seq_len=1024, batch_size=16, precision="fp16",
+                   output_len=64, tp=4, pp=2, max_num_batched_tokens=16 * 1024)
     s = result.summary  # type: ignore[attr-defined]
     assert s.tpot_ms.mean == pytest.approx(est.tpot_ms, rel=1e-9)
     # The simulator splits the prompts into two micro-batches that pipeline; the estimate
@@ -58,7 +58,8 @@ def test_closed_batch_with_speculative_decoding() -> None:
     spec = {"draft_model": "llama-3.2-1b", "acceptance_rate": 0.7, "num_speculative_tokens": 4}
     _, result = closed_batch("llama-3.1-70b", "h100-sxm", {"tp": 4}, 8, 1024, 1200,
                              speculative=spec)
-    est = estimate("llama-3.1-70b", "h100-sxm", 1024, 8, "fp16", None, output_len=1200, tp=4,
+    est = estimate("llama-3.1-70b", "h100-sxm", seq_len=1024, batch_size=8, precision="fp16",
+                   output_len=1200, tp=4,
                    draft_model="llama-3.2-1b", draft_acceptance_rate=0.7,
                    max_num_batched_tokens=8 * 1024)
     s = result.summary  # type: ignore[attr-defined]
@@ -158,7 +159,8 @@ def test_kv_transfer_is_not_in_ttft_and_transfers_queue() -> None:
                        network={"bandwidth": "1 GB/s", "latency": "1 ms"},
                        router={"kind": "round_robin"})
     alone = run(sc, fixed_requests([0.0], [4000], [2])).summary
-    est = estimate("llama-3.1-8b", "h100-sxm", 4000, 1, "fp16", None, output_len=2)
+    est = estimate("llama-3.1-8b", "h100-sxm", seq_len=4000, batch_size=1, precision="fp16",
+                   output_len=2)
     assert alone.ttft_ms.mean == pytest.approx(est.ttft_ms, rel=1e-9)
     transfer_s = 4000 * 131072 / 1e9 + 1e-3  # 128 KiB of KV per token over 1 GB/s
     assert alone.e2e_ms.mean / 1e3 == pytest.approx(est.ttft_ms / 1e3 + transfer_s

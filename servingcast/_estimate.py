@@ -60,8 +60,11 @@ from servingcast.specs.hardware import Efficiency, HardwareSpec
 from servingcast.specs.model import ModelSpec
 from servingcast.specs.precision import Precision, get_precision
 from servingcast.units import parse_bandwidth
+from servingcast.workload import MAX_TOKENS
 
 GB = 1e9
+#: Most prefill iterations an estimate walks through one by one (chunked prefill).
+MAX_PREFILL_ITERATIONS = 100_000
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,8 @@ class Estimate:
 
 def _check_positive(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ConfigError(f"{name} must be a whole number > 0, got {value!r}")
+        raise ConfigError(f"{name} must be a whole number > 0, got {value!r}. To fix: e.g. "
+                          f"{'512' if 'len' in name else '4'}")
 
 
 def _phase(cm: CostModel, stats: BatchStats, weights: np.ndarray | float = 1.0,
@@ -211,17 +215,17 @@ def _decode_phase(
 def estimate(
     model: str | ModelSpec,
     hardware: str | HardwareSpec,
+    *,
     seq_len: int,
     batch_size: int | str = 1,
     precision: str | Precision = "fp16",
-    efficiency: float | Efficiency | dict[str, float] | None = 0.5,
+    efficiency: float | Efficiency | dict[str, float] | None = None,
     decode_hardware: str | HardwareSpec | None = None,
-    network_bandwidth: str | float = "100 GB/s",
+    network_bandwidth: str = "100 GB/s",
     draft_model: str | ModelSpec | None = None,
     draft_acceptance_rate: float = 0.7,
     cached_prefix_len: int = 0,
     prefill_chunk_tokens: int | None = None,
-    *,
     output_len: int = 128,
     tp: int = 1,
     pp: int = 1,
@@ -236,6 +240,13 @@ def estimate(
 ) -> Estimate:
     """Estimate TTFT, TPOT, E2E latency, throughput and memory of one serving configuration.
 
+    ``model`` and ``hardware`` may be positional; every other parameter is keyword-only::
+
+        import servingcast as sc
+        e = sc.estimate("llama-3.1-70b", "h100-sxm", seq_len=2048, batch_size=64,
+                        output_len=256, tp=4)   # the calibrated factors, like the CLI
+        print(e.ttft_ms, e.tpot_ms)
+
     Parameters (units in the names or stated):
 
     model, hardware
@@ -248,13 +259,15 @@ def estimate(
     precision
         A preset of :mod:`servingcast.specs.precision` (``fp16``, ``bf16``, ``fp8``, ``w4a16``…).
     efficiency
-        Fraction of datasheet peak sustained: a number applies to compute, memory and network
-        alike (default 0.5, a flat conservative factor); ``None`` uses the device's calibrated
-        defaults (what ``scripts/validate.py`` checks against measurements).
+        Fraction of datasheet peak sustained. ``None`` (the default, as the CLI's
+        ``--efficiency calibrated``) uses the device's calibrated factors (what
+        ``scripts/validate.py`` checks against measurements); a number in (0, 1] applies one
+        flat factor to compute, memory and network alike.
     decode_hardware
         Serve decode on this device instead (disaggregated); same tp/pp.
     network_bandwidth
-        Prefill→decode KV-transfer bandwidth, ``"100 GB/s"``, ``"400 Gb/s"`` or a number in GB/s.
+        Prefill→decode KV-transfer bandwidth with its unit, ``"100 GB/s"`` or ``"400 Gb/s"``
+        (a bare number is refused, as in problem files: bits or bytes would be a guess).
     draft_model, draft_acceptance_rate, num_speculative_tokens
         Speculative decoding with this draft (run with the same tp on the decode GPUs), the
         per-token acceptance rate in [0, 1] and the draft length k.
@@ -278,6 +291,15 @@ def estimate(
     """
     _check_positive("seq_len (--input-len)", seq_len)
     _check_positive("output_len (--output-len)", output_len)
+    if seq_len + output_len > MAX_TOKENS:
+        raise ConfigError(
+            f"seq_len + output_len (--input-len + --output-len) must be at most {MAX_TOKENS:,} "
+            f"tokens, got {seq_len + output_len:,}. To fix: use the lengths of real requests")
+    if not 0.0 < gpu_memory_utilization <= 1.0:
+        raise ConfigError(
+            f"gpu_memory_utilization (--gpu-memory-utilization) must be in (0, 1], got "
+            f"{gpu_memory_utilization}. To fix: e.g. 0.9 (vLLM's default)")
+    bandwidth = parse_bandwidth(network_bandwidth, require_unit=True)
     if not 0 <= cached_prefix_len < seq_len:
         raise ConfigError(
             f"cached_prefix_len (--cached-prefix-len) must be >= 0 and < seq_len ({seq_len}), got "
@@ -348,6 +370,12 @@ def estimate(
     # -- prefill ------------------------------------------------------------------------------
     window = model_spec.sliding_window
     new_tokens = seq_len - cached_prefix_len
+    if prefill_chunk_tokens is not None and (
+            batch * new_tokens > MAX_PREFILL_ITERATIONS * prefill_chunk_tokens):
+        raise ConfigError(
+            f"chunked prefill of {batch} x {new_tokens} tokens in chunks of "
+            f"{prefill_chunk_tokens} takes more than {MAX_PREFILL_ITERATIONS:,} iterations, the "
+            "limit. To fix: raise --prefill-chunk-tokens or lower --batch-size")
     iterations = _prefill_pieces(batch, new_tokens, cached_prefix_len, prefill_chunk_tokens)
     logits = [sum(1 for t, p in it if p + t == seq_len) for it in iterations]
     pre_stats = _stats_of_iterations(iterations, window, logits)
@@ -379,9 +407,8 @@ def estimate(
     transfer_ms = transfer_gb = None
     e2e_s = ttft_s + (output_len - 1) * tpot_s
     if decode_hw is not None:
-        bw = parse_bandwidth(network_bandwidth)
         kv_total = kv_bytes_per_token(prefill_cm) * seq_len * batch
-        transfer_s = kv_transfer_s(kv_total, bw)
+        transfer_s = kv_transfer_s(kv_total, bandwidth)
         transfer_ms, transfer_gb = transfer_s * 1e3, kv_total / GB
         e2e_s += transfer_s
 
