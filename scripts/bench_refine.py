@@ -10,8 +10,10 @@ trials; the "infeasible" column counts the extra, unsimulated trials outside the
     python scripts/bench_refine.py                       # every shipped problem
     python scripts/bench_refine.py --problems qwen3-32b-h200x32 --trials 50 --jobs 2
 
-The two large fleets (multi-model-1024, fleet-4096) take over a minute per trial, so they run
-only their three MILP plans by default.
+Each simulation holds at least 4x the requests the deployment holds at once (at most
+``--max-sim-requests``); a run the cap cuts short is reported as too short to judge (see the
+notes), never as a rate. The two large fleets (multi-model-1024, fleet-4096) take over a
+minute per trial, so they run only their three MILP plans by default.
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=None, help="trials for every problem")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-sim-requests", type=int, default=StudySettings.max_sim_requests,
+                        help="cap on the requests per simulation")
     args = parser.parse_args()
 
     headers = ["problem", "objective", "simulated", "infeasible", "dups", "MILP s", "refine s",
-               "sim trials/min", "final at s", "final trial", "MILP sim", "refined sim", "gain"]
-    widths = [24, 22, 9, 10, 4, 6, 8, 14, 10, 11, 10, 11, 7]
+               "sim trials/min", "final at s", "final trial", "MILP sim", "refined sim", "gain",
+               "requests/sim"]
+    widths = [24, 22, 9, 10, 4, 6, 8, 14, 10, 11, 10, 11, 7, 12]
     print(f"jobs={args.jobs}, seed={args.seed}; simulated objective: goodput in req/s within "
           "the SLOs (min_cost: $/h)")
     print(_row(headers, widths))
@@ -61,7 +66,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             options = RefineOptions(trials=trials, jobs=args.jobs,
                                     storage=f"sqlite:///{folder}/study.db",
-                                    settings=StudySettings(seed=args.seed))
+                                    settings=StudySettings(
+                                        seed=args.seed, max_sim_requests=args.max_sim_requests))
             t1 = time.perf_counter()
             r = refine(problem, planning, options)
             wall = time.perf_counter() - t1
@@ -72,7 +78,8 @@ def main() -> None:
         print(_row([stem, problem.objective, str(s.simulated), str(s.infeasible),
                     str(s.duplicates), f"{milp_s:.1f}", f"{wall:.1f}",
                     f"{s.new_trials / s.elapsed_s * 60:.1f}", f"{s.time_to_best_s or 0.0:.1f}",
-                    str(s.best_trial), f"{r.milp_value:,.2f}", f"{r.value:,.2f}", gain], widths),
+                    str(s.best_trial), f"{r.milp_value:,.2f}", f"{r.value:,.2f}", gain,
+                    f"{max(r.sim_requests.values()):,}"], widths),
               flush=True)
     stem, want, limit = TARGET
     if stem in timings:

@@ -1,5 +1,17 @@
 """``servingcast-solve PROBLEM``: plan a cluster with the MILP (a thin layer over
-:func:`servingcast.planner.solve`).
+:func:`servingcast.planner.solve`), then refine the plan by simulation.
+
+Order of work with ``--output DIR``, so that nothing is lost and nothing is clobbered:
+
+1. before any work: the folder's files (refused without ``--force`` unless this run resumes
+   the folder's study), the problem recorded there (``plan.json``, ``study.db``: another
+   problem is refused without ``--force``), an exclusive lock on the folder (a second run on
+   it is refused at once), and the study the refinement would use (another problem's, or
+   other settings, refused);
+2. the MILP: its files are written and its report printed as soon as it is solved;
+3. the refinement: its report is printed and the files are rewritten with it (``plan.json``
+   gains its ``refined`` section, the scenarios describe the refined plan) — a refinement
+   that fails or is interrupted leaves the MILP's files in place.
 
 :mod:`servingcast.cli` wires :func:`solve_command` in as the ``servingcast-solve`` entry point
 (:func:`main`) and as ``servingcast solve``.
@@ -7,12 +19,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from servingcast._cli_common import debug_option, handle_errors
+from servingcast.errors import ConfigError, ServingcastError
 from servingcast.refine.cli_options import (
     REFINE_OUTPUT_FILES,
     STUDY_FILE,
@@ -21,6 +36,64 @@ from servingcast.refine.cli_options import (
     refine_plan,
     run_worker_command,
 )
+
+if TYPE_CHECKING:
+    from servingcast.planner.problem import Problem
+
+#: The key of ``plan.json`` that records which problem the folder's results are for.
+FINGERPRINT_KEY = "problem_fingerprint"
+
+
+def _recorded(output: Path) -> dict[str, tuple[str, str]]:
+    """The problems the folder's results are for: fingerprint (or ``name:NAME`` when only a
+    name is known) → (problem name, the file that says so)."""
+    from servingcast.refine.run import sqlite_url
+    from servingcast.refine.study import recorded_problems
+
+    out: dict[str, tuple[str, str]] = {}
+    plan = output / "plan.json"
+    if plan.is_file():
+        try:
+            data = json.loads(plan.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        if isinstance(data, dict) and data.get("problem"):
+            key = data.get(FINGERPRINT_KEY) or f"name:{data['problem']}"
+            out[str(key)] = (str(data["problem"]), "plan.json")
+    if (output / STUDY_FILE).is_file():
+        try:
+            studies = recorded_problems(sqlite_url(output / STUDY_FILE))
+        except ServingcastError:
+            studies = {}
+        for key, name in studies.items():
+            out.setdefault(key, (name, STUDY_FILE))
+    return out
+
+
+def check_same_problem(output: Path, problem: Problem, force: bool) -> None:
+    """Refuse (unless ``force``) a folder whose results or study are another problem's."""
+    from servingcast.refine.study import fingerprint
+
+    mine = fingerprint(problem)
+    others = {k: v for k, v in _recorded(output).items()
+              if k != mine and k != f"name:{problem.name}"}
+    if others and not force:
+        seen = "; ".join(f"{name!r} ({where})" for name, where in others.values())
+        raise ConfigError(
+            f"{output} holds the results or study of another problem: {seen}; this run is "
+            f"problem {problem.name!r}. Nothing was done. To fix: choose another --output "
+            "folder, or pass --force to replace its result files (the other problem's study "
+            "stays in its study.db)")
+
+
+def _with_fingerprint(files: dict[str, bytes], problem: Problem) -> dict[str, bytes]:
+    from servingcast.refine.study import fingerprint
+
+    if "plan.json" not in files:
+        return files
+    data = json.loads(files["plan.json"])
+    data[FINGERPRINT_KEY] = fingerprint(problem)
+    return {**files, "plan.json": json.dumps(data, indent=2).encode()}
 
 
 @click.command(name="solve", context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,51 +127,73 @@ def solve_command(problem: Path, output: Path | None, force: bool, top_k: int,
 
     Example: servingcast-solve problems/quickstart.yaml --output out/
     """
-    from servingcast._output import check_output_dir, write_outputs
+    from servingcast._output import check_output_dir, folder_lock, write_outputs
     from servingcast.planner.export import OUTPUT_FILES, render_outputs, result_dict
     from servingcast.planner.pareto import DEFAULT_FACTORS
     from servingcast.planner.planning import solve
     from servingcast.planner.problem import load_problem
     from servingcast.planner.report import format_result
     from servingcast.refine.report import apply_refinement, format_refinement, refined_section
+    from servingcast.refine.run import default_study_name
+    from servingcast.refine.study import check_existing
 
     spec = load_problem(problem)
     if refine_cli.worker:
         click.echo(run_worker_command(spec, refine_cli))
         return
     refine_cli.options(None)  # check the refinement's options before any work
-    # Rerunning the same command resumes the study kept in DIR, whose results it refreshes; the
-    # study itself refuses a different problem (servingcast.refine.study).
+    # Rerunning the same command resumes the study kept in DIR, whose results it refreshes.
     resuming = (output is not None and not refine_cli.no_refine
                 and refine_cli.storage is None and (output / STUDY_FILE).exists())
-    if output is not None:
-        check_output_dir(output, (*OUTPUT_FILES, *REFINE_OUTPUT_FILES), force or resuming)
-    factors = None if (no_pareto and output is None) else DEFAULT_FACTORS
-    result = solve(spec, top_k=top_k, time_limit_s=time_limit_s, mip_gap=mip_gap,
-                   pareto_factors=factors)
-    refined = refine_plan(spec, result, refine_cli, output)
-    written = []
-    if output is not None:
-        files = render_outputs(result)
-        if refined is not None:
-            files = apply_refinement(files, refined)
-        written = write_outputs(files, output, force=force or resuming)
-    if as_json:
-        data = result_dict(result)
-        if refined is not None:
-            data["refined"] = refined_section(refined)
-        click.echo(json.dumps(data, indent=2))
-    else:
-        if refined is not None:
-            result = result.model_copy(update={
+    with contextlib.ExitStack() as stack:
+        if output is not None:  # 1. before any work
+            check_output_dir(output, (*OUTPUT_FILES, *REFINE_OUTPUT_FILES), force or resuming)
+            stack.enter_context(folder_lock(output))
+            check_same_problem(output, spec, force)
+        if not refine_cli.no_refine:
+            options = refine_cli.options(output)
+            if options.storage is not None and (refine_cli.storage is not None or resuming):
+                check_existing(options.storage, default_study_name(spec, options), spec,
+                               options.settings)
+        factors = None if (no_pareto and output is None) else DEFAULT_FACTORS
+        result = solve(spec, top_k=top_k, time_limit_s=time_limit_s, mip_gap=mip_gap,
+                       pareto_factors=factors)
+        files: dict[str, bytes] = {}
+        written = []
+        if output is not None:  # 2. the MILP's files, at once
+            files = _with_fingerprint(render_outputs(result), spec)
+            written = write_outputs(files, output, force=force or resuming)
+        if not as_json:
+            shown = result if refine_cli.no_refine else result.model_copy(update={
                 "refined": True,
                 "refinement": "Refinement: by simulation, below (the plan above is the MILP's)."})
-        click.echo(format_result(result))
-        if refined is not None:
+            click.echo(format_result(shown))
+            if written:
+                click.echo(f"Wrote {', '.join(p.name for p in written)} to {output}/")
+        try:  # 3. the refinement
+            refined = refine_plan(spec, result, refine_cli, output)
+        except (ServingcastError, KeyboardInterrupt):
+            if written:
+                click.echo(f"The refinement stopped; the MILP plan's files are in {output}/.",
+                           err=True)
+            raise
+        updated = []
+        if output is not None and refined is not None:
+            final = apply_refinement(files, refined)
+            updated = write_outputs(final, output, force=True)
+            for name in set(files) - set(final):  # e.g. the MILP plan's scenario files
+                (output / name).unlink(missing_ok=True)
+        if as_json:
+            data = result_dict(result)
+            if refined is not None:
+                data["refined"] = refined_section(refined)
+            click.echo(json.dumps(data, indent=2))
+        elif refined is not None:
             click.echo("")
             click.echo(format_refinement(refined))
-        if written:
-            click.echo(f"Wrote {', '.join(p.name for p in written)} to {output}/")
+            if updated:
+                click.echo(f"Updated {', '.join(p.name for p in updated)} in {output}/ with "
+                           "the refinement")
 
 
 def main() -> None:

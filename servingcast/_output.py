@@ -5,14 +5,19 @@ Every command that writes a folder of results (``servingcast-simulate --output``
 :func:`write_outputs`: the files are staged in a temporary folder beside the targets and moved
 into place only when all of them are complete, so an error leaves nothing behind. Files of the
 same names are replaced only with ``--force``; other files in the folder are never touched.
+
+:func:`folder_lock` keeps two runs from writing one folder at once: an exclusive, non-blocking
+``flock`` on the folder itself (no lock file is left behind; the kernel releases it when the
+process ends, however it ends). The second run is refused before it does any work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from servingcast.errors import ConfigError
@@ -65,3 +70,37 @@ def write_outputs(files: Mapping[str, bytes | str], folder: str | Path,
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return written
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, command: str = "servingcast-solve") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if missing) for the ``with`` block;
+    :class:`ConfigError` at once when another process holds it. A folder it created is removed
+    again if it is still empty at the end (a run that failed before writing leaves nothing).
+    Without ``fcntl`` (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise ConfigError(f"cannot use {folder} ({exc.strerror}). To fix: choose a writable "
+                          "--output folder") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(
+                f"another {command} run is writing to {folder} right now; nothing was done. "
+                "To fix: wait for it to finish (rerunning the same command then resumes its "
+                "study), or choose another --output folder") from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty

@@ -15,9 +15,11 @@
         refined = refine_plan(spec, result, refine_cli, output)   # None with --no-refine
 
 Options: ``--trials N --timeout S -j/--jobs N --storage URL --study-name NAME --worker
---seed N --no-refine --refine-pareto --sim-requests N``. Values are checked when
-:meth:`RefineCli.options` turns them into :class:`RefineOptions` (inside the command, so that
-:func:`servingcast._cli_common.handle_errors` reports a mistake as one line and exit code 2).
+--seed N --no-refine --refine-pareto --sim-requests N --max-sim-requests N``. Values are
+checked when :meth:`RefineCli.options` turns them into :class:`RefineOptions` (inside the
+command, so that :func:`servingcast._cli_common.handle_errors` reports a mistake as one line
+and exit code 2). Progress goes to stderr: a bar on a terminal, else a line every few trials
+and at least every 20 s.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +66,7 @@ class RefineCli:
     no_refine: bool = False
     pareto: bool = False
     sim_requests: int = 2000
+    max_sim_requests: int | None = None
 
     def options(self, output: Path | None) -> RefineOptions:
         """Checked :class:`RefineOptions`. Without ``--storage``, the study is
@@ -84,7 +89,10 @@ class RefineCli:
         settings = StudySettings(mode="pareto" if self.pareto else "objective",
                                  seed=0 if self.seed is None else self.seed,
                                  sim_requests=self.sim_requests,
-                                 max_sim_requests=max(20_000, self.sim_requests))
+                                 max_sim_requests=(max(StudySettings.max_sim_requests,
+                                                       self.sim_requests)
+                                                   if self.max_sim_requests is None
+                                                   else self.max_sim_requests))
         return RefineOptions(trials=trials, timeout_s=self.timeout_s, jobs=self.jobs,
                              storage=storage, study_name=self.study_name, settings=settings)
 
@@ -114,12 +122,16 @@ _OPTIONS = (
                  help="Search the simulated Pareto front of tokens/s per GPU against tokens/s "
                       "per user instead of the problem's objective."),
     click.option("--sim-requests", "sim_requests", type=int, default=2000, show_default=True,
-                 help="Requests per simulation, at least (100 per instance on larger "
-                      "clusters), e.g. 4000 for tighter figures."),
+                 help="Requests per simulation, at least (more on larger clusters: 4 x the "
+                      "requests they hold at once, a minute of traffic), e.g. 4000 for tighter "
+                      "figures."),
+    click.option("--max-sim-requests", "max_sim_requests", type=int, default=None,
+                 help="Cap on the requests per simulation, e.g. 200000 (default 100000); a "
+                      "run cut short by it is reported as too short to judge."),
 )
 
 _NAMES = ("trials", "timeout_s", "jobs", "storage", "study_name", "worker", "seed", "no_refine",
-          "pareto", "sim_requests")
+          "pareto", "sim_requests", "max_sim_requests")
 
 
 def refine_options(func: F) -> F:
@@ -139,17 +151,20 @@ def refine_options(func: F) -> F:
 
 
 class _Bar:
-    """A click progress bar opened on the first update (its length is known only then)."""
+    """A click progress bar opened on the first update (its length is known only then); its
+    label carries the best trial so far."""
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.bar: Any = None
         self.last = 0
 
-    def update(self, done: int, total: int) -> None:
+    def update(self, done: int, total: int, best: str = "") -> None:
         if self.bar is None:
             self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
             self.bar.__enter__()
+        if best:
+            self.bar.label = f"{self.label} ({best})"
         self.bar.update(max(0, done - self.last))
         self.last = max(done, self.last)
 
@@ -158,14 +173,63 @@ class _Bar:
             self.bar.__exit__(None, None, None)
 
 
+class _Lines:
+    """Progress as plain lines on stderr, for logs and pipes: ``Refining by simulation: trial
+    10/50: best 33.7 req/s (trial 7), 41 s`` every ``every`` trials and at the end, and a
+    ``running`` line after ``quiet_s`` seconds without one (a long trial is never silent)."""
+
+    every = 5
+    quiet_s = 20.0
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.t0 = time.monotonic()
+        self.last_line = self.t0
+        self.done = 0
+        self.total = 0
+        self.printed = 0
+        self.best = ""
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+        self.thread.start()
+
+    def _line(self, running: bool) -> None:
+        now = time.monotonic()
+        total = f"/{self.total}" if self.total else ""
+        state = f"trial {self.done}{total}" + (" (running)" if running else "")
+        best = f": {self.best}" if self.best else ""
+        click.echo(f"{self.label}: {state}{best}, {now - self.t0:.0f} s", err=True)
+        self.last_line = now
+
+    def update(self, done: int, total: int, best: str = "") -> None:
+        with self.lock:
+            if best:
+                self.best = best
+            self.total = total
+            if done == self.done:
+                return
+            self.done = done
+            if done - self.printed >= self.every or done >= total:
+                self.printed = done
+                self._line(running=False)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(min(1.0, self.quiet_s / 4)):
+            with self.lock:
+                if time.monotonic() - self.last_line >= self.quiet_s:
+                    self._line(running=True)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 @contextlib.contextmanager
-def progress_bar(label: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A click progress bar on stderr when it is a terminal (else None), as a
-    ``progress(done, total)`` callback."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    bar = _Bar(label)
+def progress_bar(label: str) -> Iterator[Callable[[int, int, str], None]]:
+    """Progress on stderr as a ``progress(done, total, best)`` callback: a click progress bar
+    when stderr is a terminal, else plain lines (:class:`_Lines`)."""
+    bar: _Bar | _Lines = _Bar(label) if sys.stderr.isatty() else _Lines(label)
     try:
         yield bar.update
     finally:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from servingcast.planner.plan import InstanceGroup, Plan, SolverReport, SolveStatus, WorkloadPlan
 from servingcast.planner.problem import Problem
 from servingcast.planner.verify import nodes_needed
+from servingcast.workload import FixedLength
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -47,6 +48,9 @@ class GroupSetting(BaseModel):
     max_num_seqs: int
     max_num_batched_tokens: int
     enable_chunked_prefill: bool
+    capacity_per_instance_per_s: float = 0.0
+    """The planner's req/s of one instance: a group's share of its role's traffic, when a role
+    has several groups, is ``count × capacity`` (the exported scenario's routing weight)."""
 
     @property
     def part(self) -> Part:
@@ -136,8 +140,15 @@ def deployment_of(problem: Problem, plan: Plan) -> Deployment:
             slot=key, pool=g.pool, hardware=g.hardware, role=g.role, tp=g.tp, pp=g.pp, ep=g.ep,
             gpus_per_instance=g.gpus_per_instance, count=g.count, max_num_seqs=g.max_num_seqs,
             max_num_batched_tokens=g.max_num_batched_tokens,
-            enable_chunked_prefill=g.enable_chunked_prefill) for key, g in plan_slots(plan, w.name))
-        workloads.append(WorkloadSetting(name=w.name, router=ROUTERS[0], groups=groups))
+            enable_chunked_prefill=g.enable_chunked_prefill,
+            capacity_per_instance_per_s=g.capacity_per_instance_per_s)
+            for key, g in plan_slots(plan, w.name))
+        # The exported scenario's router (planner.export.to_scenario): round-robin for an
+        # aggregated plan whose requests all have one length, else least-outstanding.
+        fixed = isinstance(w.input_len, FixedLength) and isinstance(w.output_len, FixedLength)
+        aggregated = all(g.role == "aggregated" for g in groups)
+        router = "round_robin" if fixed and aggregated and groups else ROUTERS[0]
+        workloads.append(WorkloadSetting(name=w.name, router=router, groups=groups))
     return Deployment(workloads=tuple(workloads))
 
 
@@ -183,9 +194,10 @@ def _skeleton_group(w: str, g: GroupSetting) -> InstanceGroup:
         name=f"{w}/{g.slot}", workload=w, pool=g.pool, hardware=g.hardware, role=g.role,
         count=g.count, tp=g.tp, pp=g.pp, ep=g.ep, gpus_per_instance=g.gpus_per_instance,
         gpus=g.gpus, max_num_seqs=g.max_num_seqs, max_num_batched_tokens=g.max_num_batched_tokens,
-        enable_chunked_prefill=g.enable_chunked_prefill, capacity_per_instance_per_s=0.0,
-        rate_per_instance_per_s=0.0, utilization=0.0, batch=0.0, ttft_ms=None, tpot_ms=None,
-        tpot_mean_ms=None, limited_by="", cost_per_hour=None)
+        enable_chunked_prefill=g.enable_chunked_prefill,
+        capacity_per_instance_per_s=g.capacity_per_instance_per_s,
+        rate_per_instance_per_s=g.capacity_per_instance_per_s, utilization=1.0, batch=0.0,
+        ttft_ms=None, tpot_ms=None, tpot_mean_ms=None, limited_by="", cost_per_hour=None)
 
 
 def part_scenario(problem: Problem, ws: WorkloadSetting, part: Part, rate: float,

@@ -95,7 +95,7 @@ class Objective:
         self.settings = settings
         self.predictions = predictions
         self.plan_keys = plan_keys
-        self.evaluator = Evaluator(problem, space, settings.seed, settings.rate_step)
+        self.evaluator = Evaluator(problem, space, settings)
 
     def __call__(self, trial: Any) -> float | tuple[float, float]:
         import optuna

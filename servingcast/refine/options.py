@@ -27,14 +27,16 @@ DEFAULT_TRIALS = 50
 class StudySettings:
     """The settings behind every trial value of a study (stored in it, compared on resume).
 
-    ``seed`` seeds the workload of every simulation (common random numbers: every trial and
-    every rate sees the same requests, scaled in time) and the sampler of the main process;
-    ``sim_requests``, ``sim_window_s``, ``requests_per_instance`` and ``max_sim_requests``
-    size each simulation, per workload and fixed from the MILP's best plan: at least
-    ``sim_window_s`` seconds of traffic at its predicted rate and ``requests_per_instance``
-    per instance, within ``[sim_requests, max_sim_requests]`` (see
-    :mod:`servingcast.refine.evaluate` for why the window matters); ``rate_step`` is the
-    relative spacing of the rate grid the search walks on.
+    ``seed`` seeds the workload of every simulation (common random numbers: every rate, and
+    every trial of the same simulation size, sees the same requests, scaled in time) and the
+    sampler of the main process. ``sim_requests``, ``sim_window_s``, ``requests_per_instance``,
+    ``capacity_multiple`` and ``max_sim_requests`` size each simulation of a deployment's part:
+    at least ``sim_window_s`` seconds of traffic, ``requests_per_instance`` per instance and
+    ``capacity_multiple`` times the requests the part holds at once, rounded up to
+    ``sim_requests × 2^j`` and at most ``max_sim_requests``; a run cut short by the cap, or whose
+    measured window is under ``e2e_multiple`` mean E2E latencies, is *too short to judge* (see
+    :mod:`servingcast.refine.evaluate`). ``rate_step`` is the relative spacing of the rate grid
+    the search walks on.
     """
 
     mode: Mode = "objective"
@@ -42,7 +44,9 @@ class StudySettings:
     sim_requests: int = 2000
     sim_window_s: float = 60.0
     requests_per_instance: int = 100
-    max_sim_requests: int = 20_000
+    max_sim_requests: int = 100_000
+    capacity_multiple: float = 4.0
+    e2e_multiple: float = 3.0
     rate_step: float = 0.03
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,13 +103,17 @@ class RefineOptions:
         if s.sim_requests < 50 or s.max_sim_requests < s.sim_requests:
             raise ConfigError(f"simulations need 50 <= sim_requests <= max_sim_requests, got "
                               f"sim_requests={s.sim_requests}, max_sim_requests="
-                              f"{s.max_sim_requests}. To fix: e.g. 2000 and 20000")
+                              f"{s.max_sim_requests}. To fix: e.g. --sim-requests 2000 "
+                              "--max-sim-requests 100000")
         if not s.sim_window_s > 0:
             raise ConfigError(f"sim_window_s must be > 0 s, got {s.sim_window_s}. To fix: e.g. "
                               "60 (a minute of traffic per simulation)")
         if s.requests_per_instance < 1:
             raise ConfigError(f"requests_per_instance must be >= 1, got "
                               f"{s.requests_per_instance}. To fix: e.g. 100")
+        if not (s.capacity_multiple >= 1 and s.e2e_multiple >= 1):
+            raise ConfigError(f"capacity_multiple and e2e_multiple must be >= 1, got "
+                              f"{s.capacity_multiple} and {s.e2e_multiple}. To fix: e.g. 4 and 3")
         if not 0.005 <= s.rate_step <= 0.5:
             raise ConfigError(f"rate_step must be in [0.005, 0.5], got {s.rate_step}. To fix: "
                               "e.g. 0.03 (rates 3% apart)")

@@ -85,9 +85,17 @@ def _quantile_label(r: RefinedResult) -> str:
     return f"p{next(iter(targets)) * 100:g}" if len(targets) == 1 else "at SLO quantile"
 
 
+def nothing_reasons(ev: Evaluation) -> list[str]:
+    """``workload (part): reason`` for every part of ``ev`` that sustains nothing."""
+    return [f"{w.name} ({p.part}): {p.reason}" for w in ev.workloads for p in w.parts
+            if p.rate_per_s <= 0 and p.reason]
+
+
 def _gain_text(r: RefinedResult) -> str:
     if r.gain is None:
-        return "Gain: - (the MILP plan sustains nothing in simulation)"
+        why = "; ".join(nothing_reasons(r.milp_evaluation))
+        return ("Gain: - (the MILP plan sustains nothing in simulation"
+                + (f": {why})" if why else ")"))
     if r.problem.objective == "min_cost":
         if not r.milp_feasible:
             return (f"Gain: the MILP plan (${r.milp_value:,.2f}/h) misses the demand in "
@@ -167,10 +175,13 @@ def format_refinement(r: RefinedResult) -> str:
     else:
         lines.append("What changed: nothing — the MILP plan is the best plan the simulator found")
     sizes = ", ".join(f"{name} {n:,}" for name, n in r.sim_requests.items())
-    lines.append(f"Simulations: {sizes} requests each, Poisson arrivals, seed "
-                 f"{r.settings['seed']} (the same requests in every trial); a rate counts when "
-                 f"the simulated SLO attainment meets its target; rates "
-                 f"{r.settings['rate_step']:.0%} apart.")
+    k = r.settings.get("capacity_multiple", 4.0)
+    lines.append(f"Simulations: {sizes} requests each for the final plan (at least {k:g} x the "
+                 f"requests a deployment holds at once, at most "
+                 f"{r.settings['max_sim_requests']:,}), Poisson arrivals, seed "
+                 f"{r.settings['seed']} (the same requests in every trial of one size); a rate "
+                 f"counts when the simulated SLO attainment after the warm-up meets its target "
+                 f"in a run long enough to judge; rates {r.settings['rate_step']:.0%} apart.")
     if r.mode == "pareto":
         lines.append(f"Simulated Pareto front: trials {', '.join(map(str, r.pareto_front))}")
     lines += [f"Note: {n}" for n in r.notes]
@@ -216,8 +227,10 @@ def refined_scenarios(r: RefinedResult) -> dict[str, str]:
 
     def render(name: str, mode: str, rate: float, mixed: bool) -> tuple[dict[str, Any], str]:
         part = cast(Part, mode)
-        data = part_scenario(r.problem, r.deployment.workload(name), part, rate,
-                             r.sim_requests[name], int(r.settings["seed"]))
+        n = next((p.num_requests for p in r.evaluation.workload(name).parts
+                  if p.part == part and p.num_requests), r.sim_requests[name])
+        data = part_scenario(r.problem, r.deployment.workload(name), part, rate, n,
+                             int(r.settings["seed"]))
         header = (f"# Refined plan for {r.problem.name!r}: workload {name!r}"
                   + (f", its {part} part" if mixed else "")
                   + f", at its simulated sustained load ({rate:.4g} req/s).\n"
@@ -228,12 +241,13 @@ def refined_scenarios(r: RefinedResult) -> dict[str, str]:
 
 
 def _figure() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # A bare Figure on an Agg canvas: no pyplot, no process-wide backend change.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(6.4, 4.4), dpi=110)
+    fig = Figure(figsize=(6.4, 4.4), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _png(fig: Any) -> bytes:
@@ -305,16 +319,23 @@ def pareto_png(r: RefinedResult) -> bytes:
 def apply_refinement(files: dict[str, bytes], r: RefinedResult) -> dict[str, bytes]:
     """The planner's output files with the refinement applied: ``plan.json`` gains its
     ``refined`` section, the scenario files describe the refined plan, and
-    ``refine_history.png`` (and ``refine_pareto.png`` in the Pareto mode) are added."""
+    ``refine_history.png`` (and ``refine_pareto.png`` in the Pareto mode) are added. When the
+    refined plan sustains nothing (so has no scenario), the MILP plan's scenario files are kept
+    (their header says they are the MILP plan's, at its planned load) and ``plan.json`` says
+    why."""
+    refined = refined_scenarios(r)
     out = {k: v for k, v in files.items()
-           if not (k.startswith("scenario") and k.endswith(".yaml"))}
+           if not (refined and k.startswith("scenario") and k.endswith(".yaml"))}
     if "plan.json" in out:
         data = json.loads(out["plan.json"])
         data["refined"] = refined_section(r)
         data["refinement"] = (f"refined by simulation: {_gain_text(r)}; study "
                               f"{r.study_name!r}")
+        why = nothing_reasons(r.evaluation)
+        if why:
+            data["refined"]["sustains_nothing"] = why
         out["plan.json"] = json.dumps(data, indent=2).encode()
-    for name, text in refined_scenarios(r).items():
+    for name, text in refined.items():
         out[name] = text.encode()
     out["refine_history.png"] = history_png(r)
     if r.mode == "pareto":

@@ -231,17 +231,33 @@ def _better(problem: Problem, a: float, b: float) -> bool:
 MIN_WINDOW_IN_TTFT_LIMITS = 22.0
 
 
-def _window_notes(problem: Problem, ev: Evaluation, info: StudyInfo) -> list[str]:
+def _window_notes(problem: Problem, ev: Evaluation) -> list[str]:
     notes = []
     for w in problem.workloads:
-        n = info.space.workload(w.name).num_requests
-        fastest = max((p.rate_per_s for p in ev.workload(w.name).parts), default=0.0)
-        if fastest > 0 and n / fastest < MIN_WINDOW_IN_TTFT_LIMITS * w.slo.ttft_s:
-            notes.append(
-                f"{w.name}: each simulation covers only {n / fastest:.1f} s of traffic ({n:,} "
-                f"requests at {fastest:,.4g} req/s), under {MIN_WINDOW_IN_TTFT_LIMITS:g} TTFT "
-                "limits, so its sustained rate is optimistic. To fix: raise --sim-requests "
-                "(and the cap max_sim_requests)")
+        for p in ev.workload(w.name).parts:
+            n, rate = p.num_requests, p.rate_per_s
+            if rate > 0 and n and n / rate < MIN_WINDOW_IN_TTFT_LIMITS * w.slo.ttft_s:
+                notes.append(
+                    f"{w.name}: each simulation covers only {n / rate:.1f} s of traffic ({n:,} "
+                    f"requests at {rate:,.4g} req/s), under {MIN_WINDOW_IN_TTFT_LIMITS:g} TTFT "
+                    "limits, so its sustained rate is optimistic. To fix: raise --sim-requests "
+                    "(and --max-sim-requests)")
+    return notes
+
+
+def part_notes(problem: Problem, ev: Evaluation, whose: str) -> list[str]:
+    """One line per part of ``ev`` that sustains nothing (with the reason) or whose rate is
+    only a bound; ``whose`` names the plan (``the MILP plan``, ``the refined plan``)."""
+    notes = []
+    for w in problem.workloads:
+        for p in ev.workload(w.name).parts:
+            if p.reason is None:
+                continue
+            if p.rate_per_s <= 0:
+                notes.append(f"{whose}, {w.name} ({p.part}): sustains nothing in simulation — "
+                             f"{p.reason}")
+            else:
+                notes.append(f"{whose}, {w.name} ({p.part}): {p.reason}")
     return notes
 
 
@@ -251,7 +267,7 @@ def _collect(problem: Problem, planning: PlanningResult, study: Any, info: Study
     import optuna
 
     settings = info.settings
-    evaluator = Evaluator(problem, info.space, settings.seed, settings.rate_step)
+    evaluator = Evaluator(problem, info.space, settings)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     done = [t for t in trials.values() if t.state == optuna.trial.TrialState.COMPLETE
             and "metrics" in t.user_attrs]
@@ -312,7 +328,10 @@ def _collect(problem: Problem, planning: PlanningResult, study: Any, info: Study
         new_trials=len(done) - before, elapsed_s=elapsed, best_trial=best_number,
         time_to_best_s=by_number[best_number].complete_s if best_number is not None else None,
         jobs=options.jobs, seed=settings.seed)
-    notes += _window_notes(problem, ev, info)
+    notes += part_notes(problem, milp_ev, "the MILP plan")
+    if deployment != milp_dep:
+        notes += part_notes(problem, ev, "the refined plan")
+    notes += _window_notes(problem, ev)
     note = ("same deployment as the MILP plan" if deployment == milp_dep
             else f"refined by simulation (trial {best_number} of study {study.study_name!r})")
     plan = plan_of(problem, deployment, ev, planning.plan, notes=(note,),
@@ -329,5 +348,7 @@ def _collect(problem: Problem, planning: PlanningResult, study: Any, info: Study
         trials=tuple(records), pareto_front=front, study_name=study.study_name,
         storage=storage, dashboard_command=dashboard, stats=stats,
         settings=settings.to_dict(),
-        sim_requests={w.name: w.num_requests for w in info.space.workloads}, notes=tuple(notes))
+        sim_requests={w.name: max((p.num_requests for p in ev.workload(w.name).parts),
+                                  default=info.space.workload(w.name).num_requests)
+                      for w in problem.workloads}, notes=tuple(notes))
 

@@ -34,7 +34,9 @@ PREFIX = "servingcast:"
 HEARTBEAT_S = 10
 GRACE_S = 60
 
-Progress = Callable[[int, int], None]
+#: ``progress(done, total, best)``: simulated trials done out of ``total``, and the best
+#: feasible trial so far in words (:func:`best_text`).
+Progress = Callable[[int, int, str], None]
 
 
 def fingerprint(problem: Problem) -> str:
@@ -173,6 +175,40 @@ def _check_identity(study: Any, problem: Problem, url: str) -> None:
             "--study-name with a new name, or use another --output/--storage")
 
 
+def _check_settings(study: Any, name: str, settings: StudySettings) -> None:
+    stored = study.user_attrs.get(PREFIX + "settings")
+    if stored != settings.to_dict():
+        now = settings.to_dict()
+        diff = {k: ((stored or {}).get(k, "unset"), now.get(k, "unset"))
+                for k in sorted({*(stored or {}), *now}) if (stored or {}).get(k) != now.get(k)}
+        raise ConfigError(
+            f"study {name!r} was run with other settings ({', '.join(f'{k}: {a} here {b}' for k, (a, b) in diff.items())}); "  # noqa: E501
+            "mixing them would compare trials on different simulations. To fix: rerun with "
+            "the study's settings (e.g. its --seed), or pass a new --study-name")
+
+
+def check_existing(url: str, name: str, problem: Problem, settings: StudySettings) -> None:
+    """Refuse now what :func:`open_study` would refuse later (a study ``name`` of another
+    problem or with other settings); writes nothing."""
+    import optuna
+
+    storage = open_storage(url)
+    if _exists(storage, name):
+        study = optuna.load_study(study_name=name, storage=storage)
+        _check_identity(study, problem, url)
+        _check_settings(study, name, settings)
+
+
+def recorded_problems(url: str) -> dict[str, str]:
+    """The problems whose studies ``url`` holds: fingerprint → problem name."""
+    out: dict[str, str] = {}
+    for s in open_storage(url).get_all_studies():
+        seen = s.user_attrs.get(PREFIX + "fingerprint")
+        if seen is not None:
+            out[seen] = str(s.user_attrs.get(PREFIX + "problem", "?"))
+    return out
+
+
 def info_of(study: Any) -> StudyInfo:
     """The servingcast attributes of a study."""
     attrs = study.user_attrs
@@ -193,14 +229,7 @@ def open_study(storage: Any, url: str, name: str, problem: Problem, settings: St
     if _exists(storage, name):
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         _check_identity(study, problem, url)
-        stored = study.user_attrs.get(PREFIX + "settings")
-        if stored != settings.to_dict():
-            diff = {k: (v, settings.to_dict()[k]) for k, v in (stored or {}).items()
-                    if settings.to_dict().get(k) != v}
-            raise ConfigError(
-                f"study {name!r} was run with other settings ({', '.join(f'{k}: {a} here {b}' for k, (a, b) in diff.items())}); "  # noqa: E501
-                "mixing them would compare trials on different simulations. To fix: rerun with "
-                "the study's settings (e.g. its --seed), or pass a new --study-name")
+        _check_settings(study, name, settings)
         study.set_user_attr(PREFIX + "trials", target)
         return study, False
     study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
@@ -244,6 +273,29 @@ def simulated(study: Any) -> int:
                if "metrics" in t.user_attrs)
 
 
+_UNITS = {"max_goodput": "{:,.4g} req/s", "min_cost": "${:,.2f}/h",
+          "max_goodput_per_dollar": "{:,.4g} req/s per $/h"}
+
+
+def best_text(study: Any, objective: str) -> str:
+    """``best 33.7 req/s (trial 7)``: the best feasible simulated trial by the problem's
+    objective (``no feasible trial yet`` before one)."""
+    import optuna
+
+    best: tuple[float, int] | None = None
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        value = t.user_attrs.get("objective_value")
+        if "metrics" not in t.user_attrs or value is None or any(
+                v > 0 for v in (t.constraints or {}).values()):
+            continue
+        better = best is None or (value < best[0] if objective == "min_cost" else value > best[0])
+        if better:
+            best = (float(value), t.number)
+    if best is None:
+        return "no feasible trial yet"
+    return f"best {_UNITS.get(objective, '{:,.4g}').format(best[0])} (trial {best[1]})"
+
+
 def trial_cap(target: int) -> int:
     """The most trials a study runs for ``target`` simulated ones: a safety stop when the
     sampler keeps proposing deployments outside the budget or repeating itself."""
@@ -269,16 +321,19 @@ class _Stop:
     """After each trial: report progress; stop once the study holds ``target`` simulated
     trials (or :func:`trial_cap` trials in all)."""
 
-    def __init__(self, target: int, progress: Progress | None, start: int, total: int) -> None:
+    def __init__(self, target: int, progress: Progress | None, start: int, total: int,
+                 objective: str) -> None:
         self.target = target
         self.progress = progress
         self.start = start
         self.total = total
+        self.objective = objective
 
     def __call__(self, study: Any, trial: Any) -> None:
         done = simulated(study)
         if self.progress is not None:
-            self.progress(min(done - self.start, self.total), self.total)
+            self.progress(min(done - self.start, self.total), self.total,
+                          best_text(study, self.objective))
         if done >= self.target or finished(study) >= trial_cap(self.target):
             study.stop()
 
@@ -297,7 +352,7 @@ def run_worker(args: WorkerArgs, progress: Progress | None = None, total: int = 
     if start >= args.target or finished(study) >= trial_cap(args.target):
         return 0
     study.optimize(objective, n_trials=None, timeout=args.timeout_s,
-                   callbacks=[_Stop(args.target, progress, start, total)])
+                   callbacks=[_Stop(args.target, progress, start, total, problem.objective)])
     return simulated(study) - start
 
 
@@ -331,12 +386,17 @@ def run_local(args: WorkerArgs, jobs: int, total: int,
     procs = [_spawn(replace(args, sampler_seed=None if args.sampler_seed is None
                             else args.sampler_seed + i)) for i in range(jobs)]
     study = optuna.load_study(study_name=args.study_name, storage=open_storage(args.url))
+    objective = str(args.problem.get("objective", "max_goodput"))
     start = simulated(study)
+    last = -1
     try:
         while any(p.poll() is None for p in procs):
             time.sleep(0.5)
             if progress is not None:
-                progress(min(total, simulated(study) - start), total)
+                done = min(total, simulated(study) - start)
+                best = best_text(study, objective) if done != last else ""
+                last = done
+                progress(done, total, best)
     except BaseException:
         for p in procs:
             if p.poll() is None:
@@ -351,7 +411,7 @@ def run_local(args: WorkerArgs, jobs: int, total: int,
             + "; every trial they finished is kept in the study. To fix: see the error above, "
             "then rerun the same command to continue")
     if progress is not None:
-        progress(min(total, simulated(study) - start), total)
+        progress(min(total, simulated(study) - start), total, best_text(study, objective))
 
 
 def default_pid_seed(seed: int) -> int:

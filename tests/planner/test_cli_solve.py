@@ -120,3 +120,60 @@ def test_refinement_writes_its_section_and_a_rerun_resumes(tmp_path: Path) -> No
     trials = optuna.load_study(study_name="quickstart", storage=storage).trials
     assert len(trials) > first
     assert [t.number for t in trials[:first]] == list(range(first))
+
+
+FAST_REFINE = ("--trials", "1", "--sim-requests", "300", "--max-sim-requests", "300",
+               "--no-pareto", "--top", "1")
+
+
+def test_milp_files_and_report_come_first_and_survive_a_failed_refinement(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from servingcast import _cli_solve
+    from servingcast.errors import SimulationError
+
+    def boom(*_args: object, **_kw: object) -> None:
+        raise SimulationError("worker process(es) failed: #0 (exit code 1)")
+
+    monkeypatch.setattr(_cli_solve, "refine_plan", boom)
+    out = tmp_path / "out"
+    code, stdout, err = invoke(QUICKSTART, "--output", str(out), *FAST_REFINE)
+    assert code == 2 and "worker process(es) failed" in err
+    assert "the MILP plan's files are in" in err
+    assert "Chosen plan" in stdout and "Wrote plan.json" in stdout
+    assert {"plan.json", "alternatives.json", "scenario.yaml"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "plan.json").read_text())["problem"] == "quickstart"
+
+
+def test_report_order_progress_and_another_problem_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code, stdout, err = invoke(QUICKSTART, "--output", str(out), *FAST_REFINE)
+    assert code == 0, err
+    assert stdout.index("Chosen plan") < stdout.index("Wrote plan.json") < stdout.index(
+        "Refined plan vs MILP plan") < stdout.index("Updated plan.json")
+    assert "Refining by simulation: trial 1/1: " in err  # progress lines, not a terminal
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    other = tmp_path / "other.yaml"
+    other.write_text(Path(QUICKSTART).read_text().replace("name: quickstart", "name: other"))
+    code, stdout, err = invoke(str(other), "--output", str(out), *FAST_REFINE)
+    assert code == 2 and stdout == ""
+    assert err.startswith(f"error: {out} holds the results or study of another problem: "
+                          "'quickstart' (plan.json)")
+    assert "this run is problem 'other'" in err and "--force" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    code, _, err = invoke(str(other), "--output", str(out), "--force", "--no-refine",
+                          "--no-pareto", "--top", "1")
+    assert code == 0, err
+    assert json.loads((out / "plan.json").read_text())["problem"] == "other"
+
+
+def test_a_second_run_on_a_locked_folder_is_refused_at_once(tmp_path: Path) -> None:
+    from servingcast._output import folder_lock
+
+    out = tmp_path / "out"
+    with folder_lock(out):  # another run holds the folder
+        code, stdout, err = invoke(QUICKSTART, "--output", str(out), "--no-refine")
+    assert code == 2 and stdout == ""
+    assert err.startswith(f"error: another servingcast-solve run is writing to {out} right "
+                          "now; nothing was done.")
+    assert not out.exists() or not any(out.iterdir())
+    assert invoke(QUICKSTART, "--output", str(out), "--no-refine", "--no-pareto")[0] == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 import optuna
+import pytest
 from click.testing import CliRunner
 
 from servingcast._cli_common import debug_option, handle_errors
@@ -67,7 +68,8 @@ def test_worker_joins_and_tops_up(tmp_path: Path) -> None:
     assert _run(tmp_path, "--storage", url, "--trials", "2")[0] == 0
     code, out = _run(tmp_path, "--storage", url, "--worker", "--trials", "4")
     assert code == 0, out
-    assert out.startswith("Worker: 2 trials added to study 'tiny'")
+    assert "\nWorker: 2 trials added to study 'tiny'" in out
+    assert out.startswith("Worker trials: trial 2/2: best ")  # progress lines (not a terminal)
     assert "it holds 4 of 4 simulated trials" in out
 
 
@@ -90,6 +92,22 @@ def test_bad_input_is_exit_code_2(tmp_path: Path) -> None:
         assert len(out.strip().splitlines()) == 1
 
 
-def test_no_progress_bar_without_a_terminal() -> None:
-    with progress_bar("x") as bar:
-        assert bar is None
+def test_progress_lines_without_a_terminal(capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a terminal: a line every few trials and at the end, and a 'running' line when a
+    trial keeps it silent too long."""
+    import time
+
+    from servingcast.refine import cli_options
+
+    monkeypatch.setattr(cli_options._Lines, "quiet_s", 0.2)
+    with progress_bar("Refining") as update:
+        update(1, 12, "best 3.1 req/s (trial 0)")
+        time.sleep(0.5)
+        for done in range(2, 13):
+            update(done, 12, "")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("Refining: trial 1/12 (running): best 3.1 req/s (trial 0), ")
+    assert [line.split(":")[1] for line in lines if "running" not in line] == [
+        " trial 5/12", " trial 10/12", " trial 12/12"]
+    assert lines[-1].endswith(" s")

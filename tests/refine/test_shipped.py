@@ -14,7 +14,9 @@ from .conftest import PROBLEMS, planning_of
 def test_quickstart_refined_is_no_worse_than_milp(tmp_path: Path) -> None:
     problem = load_problem(PROBLEMS / "quickstart.yaml")
     planning = planning_of(problem)
-    settings = StudySettings(sim_requests=1000, sim_window_s=8.0, max_sim_requests=1500)
+    # short runs (a cluster of 8 x ~236 sequences, E2E ~12 s), just long enough to judge
+    settings = StudySettings(sim_requests=3000, sim_window_s=8.0, max_sim_requests=3000,
+                             capacity_multiple=1.0, e2e_multiple=1.0)
     result = refine(problem, planning, RefineOptions(
         trials=4, settings=settings, storage=f"sqlite:///{tmp_path / 'study.db'}"))
     assert result.milp_trial == 0

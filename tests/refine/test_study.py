@@ -4,6 +4,7 @@ errors."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import optuna
@@ -11,7 +12,6 @@ import pytest
 
 from servingcast.errors import ConfigError
 from servingcast.refine import RefineOptions, refine
-from servingcast.refine.options import StudySettings
 from servingcast.refine.study import open_storage
 
 from .conftest import FAST, fast_options, planning_of, sqlite, tiny_problem
@@ -59,8 +59,7 @@ def test_other_settings_are_refused(tmp_path: Path) -> None:
     url = sqlite(tmp_path / "study.db")
     refine(problem, planning_of(problem), fast_options(trials=2, storage=url))
     before = _snapshot(url, "tiny")
-    seeded = StudySettings(seed=7, sim_requests=FAST.sim_requests,
-                           max_sim_requests=FAST.max_sim_requests)
+    seeded = dataclasses.replace(FAST, seed=7)
     with pytest.raises(ConfigError, match=r"was run with other settings \(seed: 0 here 7\)"):
         refine(problem, planning_of(problem), fast_options(trials=3, storage=url,
                                                            settings=seeded))
