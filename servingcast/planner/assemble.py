@@ -1,11 +1,13 @@
 """Turning a solved allocation into a :class:`Plan`: loads, predicted latencies, throughput.
 
-The router spreads each workload's traffic over its instances in proportion to their capacity,
-so every instance of a role runs at the same utilisation ``u``: the aggregated instances of
-workload ``w`` at ``u_A = a_w / Σ_{c∈A_w} μ_c n_c``, its prefill instances at
-``u_P = z_w / Σ_P μ n`` and its decode instances at ``u_D = z_w / Σ_D μ n``. An instance of
-capacity ``μ_c`` then receives ``u μ_c`` req/s, and its TTFT percentile and TPOT at that load come
-from its cost-model profile (:meth:`Profile.at_rate`).
+Each group receives a share of its role's traffic in proportion to its capacity (the exported
+scenario gives every group that share as its routing ``weight``), so every group of a role runs
+at the same utilisation ``u``: the aggregated groups of workload ``w`` at
+``u_A = a_w / Σ_{c∈A_w} μ_c n_c``, its prefill groups at ``u_P = z_w / Σ_P f_c(n_c)`` (the pooled
+capacity of a group) and its decode groups at ``u_D = z_w / Σ_D μ n``. A group then receives
+``u`` times its capacity, spread evenly over its instances, and its TTFT percentile and TPOT at
+that load come from its cost-model profile (:meth:`Profile.at_rate`; prefill: the group's pooled
+queue).
 
 Per workload: output tokens/s ``= x_w E[O]``; tokens/s per GPU divides by the workload's GPUs;
 tokens/s per user is ``1 / TPOT`` with the mean TPOT averaged over the requests (weighted by the
@@ -19,6 +21,7 @@ import math
 from collections import defaultdict
 
 from servingcast.planner.candidates import Candidate
+from servingcast.planner.capacity import PrefillProfile
 from servingcast.planner.milp import Allocation
 from servingcast.planner.plan import InstanceGroup, Plan, SolverReport, WorkloadPlan
 from servingcast.planner.problem import Problem
@@ -32,15 +35,17 @@ def _ms(value: float | None) -> float | None:
 
 def _group(c: Candidate, count: int, utilization: float) -> InstanceGroup:
     cfg = c.config
-    load = utilization * c.rate
-    op = c.profile.at_rate(load)
+    each = c.group_rate(count) / count
+    load = utilization * each
+    op = (c.profile.at_rate(load, count) if isinstance(c.profile, PrefillProfile)
+          else c.profile.at_rate(load))
     return InstanceGroup(
         name=cfg.key, workload=cfg.workload, pool=cfg.pool, hardware=c.hardware, role=cfg.role,
         count=count, tp=cfg.tp, pp=cfg.pp, ep=cfg.ep, gpus_per_instance=c.gpus,
         gpus=c.gpus * count, max_num_seqs=c.engine_max_num_seqs,
         max_num_batched_tokens=cfg.max_num_batched_tokens,
-        enable_chunked_prefill=cfg.role == "aggregated",
-        capacity_per_instance_per_s=c.rate, rate_per_instance_per_s=load,
+        enable_chunked_prefill=cfg.role != "decode",
+        capacity_per_instance_per_s=each, rate_per_instance_per_s=load,
         utilization=utilization, batch=op.batch, ttft_ms=_ms(op.ttft_s), tpot_ms=_ms(op.tpot_s),
         tpot_mean_ms=_ms(op.tpot_mean_s), limited_by=c.capacity.limited_by,
         cost_per_hour=None if c.price_per_hour is None else c.price_per_hour * count)
@@ -70,7 +75,7 @@ def plan_from_allocation(problem: Problem, cands: dict[str, Candidate], alloc: A
                              m[0].config.role), m[0].config.key))
         capacity = {"aggregated": 0.0, "prefill": 0.0, "decode": 0.0}
         for c, n in members:
-            capacity[c.config.role] += c.rate * n
+            capacity[c.config.role] += c.group_rate(n)
         agg, dis = alloc.aggregated[w.name], alloc.disaggregated[w.name]
         rate_of = {"aggregated": agg, "prefill": dis, "decode": dis}
         groups = []

@@ -9,9 +9,10 @@ run (sharding, precision, memory, node shape) or cannot meet an SLO at any load 
 counted by reason.
 
 Dominance (before the MILP): within one workload, pool and role, a candidate is dominated when
-another uses no more GPUs and serves at least its rate. GPUs are the only resource a candidate
-consumes in the MILP (cost, nodes and budgets all scale with them inside one pool), so dropping
-dominated candidates never changes the optimum.
+another uses no more GPUs and serves at least its rate (prefill: alone and per instance in the
+largest pooled group, since pooling helps some configurations more than others). GPUs are the
+only resource a candidate consumes in the MILP (cost, nodes and budgets all scale with them
+inside one pool), so dropping dominated candidates never changes the optimum.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from servingcast.costmodel.comm import kv_transfer_s
-from servingcast.costmodel.memory import kv_bytes_per_token, memory_plan
+from servingcast.costmodel.memory import kv_bytes_per_token, max_batch_size, memory_plan
 from servingcast.costmodel.parallel import Parallelism
 from servingcast.costmodel.step import CostModel
 from servingcast.errors import ConfigError
@@ -38,6 +41,7 @@ from servingcast.planner.capacity import (
     shape_of,
 )
 from servingcast.planner.problem import Pool, Problem, Workload, tp_choices
+from servingcast.planner.queueing import erlang_c
 from servingcast.specs.catalog import get_model
 from servingcast.specs.precision import Precision, get_precision
 
@@ -55,6 +59,17 @@ DROP_REASONS = {
     "ttft": "TTFT limit missed at any load",
     "tpot": "TPOT limit missed at any load",
 }
+
+
+#: Candidates are sized against this much less than the TPOT and TTFT limits. At capacity the
+#: attainment falls off a cliff: near a decode instance's knee every request's TPOT is close to
+#: the same value, and a saturated prefill group's TTFT percentile climbs steeply with the load.
+#: On plans checked in the simulator (``scripts/bench_plan_quality.py``) the simulated TPOT
+#: percentile ran up to 0.5 % and the TTFT percentile up to 2-3 % above the planner's at the
+#: same load — enough to miss a 90-95 % target. The margins absorb that; where the curves are
+#: steep (as they are at capacity) they cost about 1 % of the rate.
+TPOT_MARGIN = 0.015
+TTFT_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,9 @@ class Candidate:
     capacity: Capacity
     kv_bytes_per_request: float
     profile: Profile = field(compare=False, repr=False)
+    pooled: tuple[float, ...] = ()
+    """Prefill: ``f(n)``, the req/s of a group of ``n = 1, 2, …`` instances behind one router
+    (:meth:`PrefillProfile.group_rates`); empty for the other roles."""
 
     @property
     def key(self) -> str:
@@ -105,16 +123,48 @@ class Candidate:
         """Capacity in req/s."""
         return self.capacity.rate_per_s
 
+    def group_rate(self, count: int) -> float:
+        """Req/s that ``count`` instances of this candidate serve together: the pooled queue's
+        ``f(count)`` for prefill (past the exactly computed sizes, the per-instance rate of the
+        largest one, a lower bound), ``count × rate`` for the other roles."""
+        if count <= 0:
+            return 0.0
+        if not self.pooled:
+            return count * self.rate
+        if count <= len(self.pooled):
+            return self.pooled[count - 1]
+        return count * self.pooled[-1] / len(self.pooled)
+
     @property
     def engine_max_num_seqs(self) -> int:
-        """The engine's ``max_num_seqs`` for this instance: the ``q`` quantile of its batch at
-        capacity, plus one prompt in prefill per virtual engine when aggregated, at most the
+        """The engine's ``max_num_seqs`` for this instance (prefill: the searched cap).
+
+        Aggregated and decode: the smallest cap ``m`` (plus one prompt in prefill per virtual
+        engine when aggregated) that holds the batch's ``q`` quantile ``b_q`` *and* makes a
+        request wait for a free slot at most a quarter of the attainment's tail budget::
+
+            m = min { m >= b_q : C(m, b) <= (1 - q) / 4 }
+
+        with ``b`` the mean batch and ``C`` Erlang's C formula (the slots are ``m`` servers
+        offered ``b`` erlangs; :func:`~servingcast.planner.queueing.erlang_c`). A cap at ``b_q``
+        alone turns the batch's upper tail into queueing for a slot, which the capacity model
+        does not count (the simulator showed TTFT p90 of 1.2-1.6 s against 0.43 s predicted on a
+        small aggregated instance); no cap at all lets a batch near the instance's knee grow
+        past ``b_q`` and TPOT with it (attainment 0.69 against a 0.95 target). Within the
         searched cap."""
         cfg = self.config
         if cfg.role == "prefill":
             return cfg.max_num_seqs
         extra = cfg.pp if cfg.role == "aggregated" else 0
-        return max(1, min(cfg.max_num_seqs, math.ceil(self.capacity.max_batch) + extra))
+        quantile = getattr(self.profile, "quantile", 0.9)
+        low = max(1, math.ceil(self.capacity.max_batch))
+        if low >= cfg.max_num_seqs - extra:
+            return max(1, min(cfg.max_num_seqs, low + extra))
+        slots = np.arange(low, cfg.max_num_seqs - extra + 1, dtype=np.float64)
+        waits = erlang_c(slots, self.capacity.batch)
+        ok = np.flatnonzero(waits <= (1.0 - quantile) / 4.0)
+        m = int(slots[ok[0]]) if ok.size else cfg.max_num_seqs - extra
+        return m + extra
 
 
 @dataclass(frozen=True)
@@ -183,6 +233,14 @@ class CandidateBuilder:
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
         self.shapes = {w.name: shape_of(w) for w in problem.workloads}
+        for w in problem.workloads:
+            context = get_model(w.model).max_position_embeddings
+            longest = self.shapes[w.name].total_max
+            if longest > context:
+                raise ConfigError(
+                    f"workload {w.name!r}: requests reach {longest} tokens (prompt + output), "
+                    f"more than {w.model}'s context of {context} tokens; an engine would reject "
+                    "them. To fix: lower input_len/output_len (or their max)")
         self._entries: list[_Entry] | None = None
 
     @property
@@ -263,6 +321,11 @@ class CandidateBuilder:
                         f"{plan.weights_bytes_per_gpu / 1e9:.1f} GB of weights + "
                         f"{plan.activation_bytes_per_gpu / 1e9:.1f} GB of activations per GPU, "
                         f"{plan.usable_bytes_per_gpu / 1e9:.1f} GB usable", need)
+        if cfg.role != "prefill" and shape.total_max and max_batch_size(
+                plan, shape.total_max) < 1:
+            return Drop(cfg, cm.hardware.name, "kv_cache",
+                        f"the longest request ({shape.total_max} tokens) does not fit the KV "
+                        f"cache ({plan.kv_capacity_tokens} tokens)", float(shape.total_max))
         if cfg.role == "aggregated":
             return AggregatedProfile(cm, shape, plan, cfg.max_num_seqs,
                                      cfg.max_num_batched_tokens)
@@ -280,15 +343,20 @@ class CandidateBuilder:
                 continue
             assert e.profile is not None
             slo = self.problem.workload(e.config.workload).slo
-            cap = e.profile.capacity(slo.ttft_s, slo.tpot_s * tpot_scale)
+            ttft_s = slo.ttft_s * (1.0 - TTFT_MARGIN)
+            cap = e.profile.capacity(ttft_s, slo.tpot_s * tpot_scale * (1.0 - TPOT_MARGIN))
             if isinstance(cap, Infeasible):
                 dropped.append(Drop(e.config, e.hardware, cap.reason, "", cap.best_s))
                 continue
             if cap.rate_per_s <= 0.0:
                 dropped.append(Drop(e.config, e.hardware, "network", "", 0.0))
                 continue
+            pooled: tuple[float, ...] = ()
+            if isinstance(e.profile, PrefillProfile):
+                count = self.problem.pool(e.config.pool).count // e.gpus
+                pooled = tuple(float(x) for x in e.profile.group_rates(ttft_s, count))
             kept.append(Candidate(e.config, e.hardware, e.gpus, e.node_size, e.price, cap,
-                                  e.kv_bytes, e.profile))
+                                  e.kv_bytes, e.profile, pooled))
         return CandidateSet(tuple(kept), tuple(dropped), len(self.entries))
 
 
@@ -331,11 +399,13 @@ def prune_dominated(cands: CandidateSet, by_parallelism: bool = False) -> Candid
     kept: list[Candidate] = []
     for members in groups.values():
         members.sort(key=lambda c: (c.gpus, -c.rate, c.config.key))
-        best = -1.0
+        best = best_pooled = -1.0
         for c in members:
-            if c.rate > best * (1.0 + 1e-9):
+            pooled = c.pooled[-1] / len(c.pooled) if c.pooled else c.rate
+            if c.rate > best * (1.0 + 1e-9) or pooled > best_pooled * (1.0 + 1e-9):
                 kept.append(c)
-                best = c.rate
+                best = max(best, c.rate)
+                best_pooled = max(best_pooled, pooled)
     kept.sort(key=lambda c: c.config.key)
     return CandidateSet(tuple(kept), cands.dropped, cands.enumerated,
                         cands.dominated + len(cands.candidates) - len(kept))

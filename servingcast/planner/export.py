@@ -19,6 +19,7 @@ from servingcast.errors import ConfigError
 from servingcast.planner.pareto import pareto_csv, pareto_png
 from servingcast.planner.plan import InstanceGroup, Plan
 from servingcast.planner.problem import Problem
+from servingcast.workload import FixedLength
 
 if TYPE_CHECKING:
     from servingcast.planner.planning import ModeComparison, PlanningResult
@@ -59,6 +60,11 @@ def to_scenario(problem: Problem, plan: Plan, workload: str | None = None,
     """A simulator scenario (``servingcast.sim.scenario``) of ``workload``'s groups in ``plan``,
     with Poisson arrivals at the planned rate and the workload's lengths and SLOs.
 
+    Each group is one pool behind the router: when a role has several groups, each gets its
+    planned share of the traffic as its ``weight`` (the MILP adds the groups' capacities, which
+    holds only if the traffic is split that way); prefill groups chunk prompts longer than
+    their token budget (``enable_chunked_prefill``), as the planner's service times assume.
+
     A scenario holds one model and one mode, so a workload served both aggregated and
     disaggregated (a mixed plan) becomes two scenarios, ``part="aggregated"`` and
     ``part="disaggregated"``, each at the rate the plan gives that part (the two parts share no
@@ -98,12 +104,29 @@ def to_scenario(problem: Problem, plan: Plan, workload: str | None = None,
         "gpu_memory_utilization": search.gpu_memory_utilization,
         "enable_prefix_caching": False,
     } for g in groups]
+    # The plan splits each role's traffic between its groups by capacity: when a role has
+    # several groups, the scenario's gateway does the same (weights = planned req/s).
+    for role in ("aggregated", "prefill", "decode"):
+        members = [i for i, g in enumerate(groups) if g.role == role]
+        if len(members) > 1:
+            for i in members:
+                g = groups[i]
+                entries[i]["weight"] = round(max(g.rate_per_instance_per_s * g.count, 1e-6), 6)
     lo, hi = SCENARIO_REQUESTS
     scenario: dict[str, Any] = {"model": w.model, "precision": w.precision}
     if w.kv_cache_dtype is not None:
         scenario["kv_cache_dtype"] = w.kv_cache_dtype
     scenario["instance_groups"] = entries
-    scenario["router"] = {"kind": "least_outstanding"}
+    # Least-outstanding routing balances instances whose requests differ in length. When every
+    # request has the same prompt and output length, round-robin is the perfect balance, and a
+    # count-based router phase-locks aggregated instances: requests admitted together finish
+    # together, the instance is then the least loaded by several, takes the next arrivals in
+    # a burst and queues their prompts (the simulator showed TTFT p90 climbing from 60 to
+    # 220 ms over a 120 000-request run at half capacity, against a flat 40 ms with
+    # round-robin). Prefill groups keep least-outstanding: they are planned as pooled queues.
+    fixed = isinstance(w.input_len, FixedLength) and isinstance(w.output_len, FixedLength)
+    scenario["router"] = {"kind": "round_robin" if part == "aggregated" and fixed
+                          else "least_outstanding"}
     if part == "disaggregated":
         links = []
         for g in groups:

@@ -37,6 +37,16 @@ def length_points(dist: Any) -> npt.NDArray[np.float64]:
     return np.asarray(points, dtype=np.float64)
 
 
+def length_max(dist: Any) -> int:
+    """The longest length the planner provisions for: the distribution's value when fixed, else
+    the largest of the same fixed-seed sample behind :func:`length_points` (a distribution with
+    no ``max`` may, rarely, draw longer ones in a simulation)."""
+    if isinstance(dist, FixedLength):
+        return int(dist.value)
+    rng = np.random.default_rng(0)
+    return int(np.max(dist.sample(rng, _SAMPLES)))
+
+
 def describe_length(dist: Any) -> str:
     """Short text: ``4000`` or ``normal(mean 1000, std 200)``."""
     if isinstance(dist, FixedLength):

@@ -36,8 +36,17 @@ Constraints::
        constraint 1 implies 2, which is then left out)
     3. served_rate_eq_parts[w]        x_w = a_w + z_w
     4. aggregated_rate_le_capacity[w] a_w ≤ Σ_{c∈A_w} μ_c n_c
-    5. disaggregated_rate_le_prefill_capacity[w]  z_w ≤ Σ_{c∈P_w} μ_c n_c
+    5. disaggregated_rate_le_prefill_capacity[w]  z_w ≤ Σ_{c∈P_w} f_c(n_c)
        disaggregated_rate_le_decode_capacity[w]   z_w ≤ Σ_{c∈D_w} μ_c n_c   (the P:D ratio)
+       where f_c(n) is the pooled capacity of a group of n prefill instances behind one router
+       (candidates' ``pooled``: more than n μ_c, since the group shares one queue), made linear
+       with one binary per group-size level l ∈ L_c and a continuous extra e past it::
+         prefill_one_level[c]           Σ_l δ_{c,l} ≤ 1
+         prefill_count_eq_level[c]      n_c = Σ_l (l δ_{c,l} + e_{c,l})
+         prefill_extra_le_width[c,l]    e_{c,l} ≤ (l⁺ − l) δ_{c,l}   (l⁺ the next level)
+         f_c(n_c) ≥ Σ_l (f_c(l) δ_{c,l} + s_{c,l} e_{c,l})
+         with s_{c,l} = min_{l<n≤l⁺} (f(n) − f(l)) / (n − l)
+       (exact at the levels, a lower bound between them)
     6. kv_traffic_le_fabric           Σ_w B_w z_w ≤ F   (each instance's own links already bound
                                                          its μ_c; see candidates)
     7. served_rate_le_demand[w]       x_w ≤ d_w  (max_* objectives, when w has a demand)
@@ -170,6 +179,55 @@ def _capacity(m: pyo.ConcreteModel, cands: dict[str, Candidate], w: str, role: s
                if c.config.workload == w and c.config.role == role)
 
 
+#: Group sizes with a binary each in the pooled prefill capacity (constraint 5): every size up
+#: to 8, then a coarser grid; between two levels the capacity is bounded below by a line.
+POOL_LEVELS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64)
+
+
+def pooled_segments(c: Candidate, max_count: int) -> list[tuple[int, int, float, float]]:
+    """``(l, l⁺ − l, f(l), s_l)`` for each level of candidate ``c`` (constraint 5), for groups of
+    at most ``max_count`` instances."""
+    exact = len(c.pooled)
+    if exact == 0 or max_count <= 0:
+        return []
+    levels = [level for level in POOL_LEVELS if level <= min(exact, max_count)]
+    if min(exact, max_count) not in levels:
+        levels.append(min(exact, max_count))
+    out = []
+    for i, level in enumerate(levels):
+        nxt = levels[i + 1] if i + 1 < len(levels) else max_count
+        f0 = c.group_rate(level)
+        slope = min(((c.group_rate(n) - f0) / (n - level) for n in range(level + 1, nxt + 1)
+                     if n <= exact or n == nxt), default=0.0)
+        out.append((level, nxt - level, f0, max(0.0, slope)))
+    return out
+
+
+def add_pooled_prefill(m: pyo.ConcreteModel, cands: dict[str, Candidate],
+                       problem: Problem) -> None:
+    """5. The pooled prefill capacity ``f_c(n_c)`` of each prefill candidate (module docstring),
+    as the expression ``prefill_capacity[c]``."""
+    segments = {k: pooled_segments(c, problem.pool(c.config.pool).count // c.gpus)
+                for k, c in cands.items() if c.config.role == "prefill"}
+    index = [(k, level) for k, segs in segments.items() for level, *_ in segs]
+    m.PL = pyo.Set(initialize=index, dimen=2, ordered=True)
+    m.prefill_level = pyo.Var(m.PL, domain=pyo.Binary)
+    m.prefill_extra = pyo.Var(m.PL, domain=pyo.NonNegativeReals)
+    by_key = {k: {seg[0]: seg for seg in segs} for k, segs in segments.items()}
+    m.prefill_one_level = pyo.Constraint(
+        list(segments), rule=lambda _, k: sum(m.prefill_level[k, lv] for lv in by_key[k]) <= 1)
+    m.prefill_count_eq_level = pyo.Constraint(
+        list(segments), rule=lambda _, k: m.instances[k] == sum(
+            lv * m.prefill_level[k, lv] + m.prefill_extra[k, lv] for lv in by_key[k]))
+    m.prefill_extra_le_width = pyo.Constraint(
+        m.PL, rule=lambda _, k, lv: m.prefill_extra[k, lv]
+        <= by_key[k][lv][1] * m.prefill_level[k, lv])
+    m.prefill_capacity = pyo.Expression(
+        list(segments), rule=lambda _, k: sum(
+            by_key[k][lv][2] * m.prefill_level[k, lv] + by_key[k][lv][3] * m.prefill_extra[k, lv]
+            for lv in by_key[k]))
+
+
 def add_aggregated_capacity(m: pyo.ConcreteModel, cands: dict[str, Candidate]) -> None:
     """4. ``aggregated_rate_le_capacity[w]: a_w ≤ Σ_{c∈A_w} μ_c n_c``."""
     m.aggregated_rate_le_capacity = pyo.Constraint(
@@ -179,11 +237,17 @@ def add_aggregated_capacity(m: pyo.ConcreteModel, cands: dict[str, Candidate]) -
 def add_disaggregated_capacity(m: pyo.ConcreteModel, cands: dict[str, Candidate]) -> None:
     """5. The disaggregated rate is bounded by both phases (this sets the P:D ratio)::
 
-        disaggregated_rate_le_prefill_capacity[w]:  z_w ≤ Σ_{c∈P_w} μ_c n_c
+        disaggregated_rate_le_prefill_capacity[w]:  z_w ≤ Σ_{c∈P_w} f_c(n_c)
         disaggregated_rate_le_decode_capacity[w]:   z_w ≤ Σ_{c∈D_w} μ_c n_c
+
+    (``f_c`` from :func:`add_pooled_prefill`, which must be added first.)
     """
-    m.disaggregated_rate_le_prefill_capacity = pyo.Constraint(
-        m.W, rule=lambda _, w: m.disaggregated_rate[w] <= _capacity(m, cands, w, "prefill"))
+    def prefill(_: Any, w: str) -> Any:
+        return m.disaggregated_rate[w] <= sum(
+            m.prefill_capacity[k] for k, c in cands.items()
+            if c.config.workload == w and c.config.role == "prefill")
+
+    m.disaggregated_rate_le_prefill_capacity = pyo.Constraint(m.W, rule=prefill)
     m.disaggregated_rate_le_decode_capacity = pyo.Constraint(
         m.W, rule=lambda _, w: m.disaggregated_rate[w] <= _capacity(m, cands, w, "decode"))
 
@@ -257,6 +321,7 @@ def build_model(problem: Problem, candidates: Sequence[Candidate],
     add_whole_nodes(m, cands, problem)
     add_rate_split(m)
     add_aggregated_capacity(m, cands)
+    add_pooled_prefill(m, cands, problem)
     add_disaggregated_capacity(m, cands)
     add_kv_fabric(m, cands, problem)
     add_demand(m, problem)
@@ -472,7 +537,7 @@ def extract_allocation(pm: PlanModel) -> Allocation:
         cap = {(w, r): 0.0 for w in m.W for r in ("aggregated", "prefill", "decode")}
         for key, n in counts.items():
             c = pm.candidates[key]
-            cap[(c.config.workload, c.config.role)] += c.rate * n
+            cap[(c.config.workload, c.config.role)] += c.group_rate(n)
         for w in problem.workloads:
             a = cap[(w.name, "aggregated")]
             z = min(cap[(w.name, "prefill")], cap[(w.name, "decode")])

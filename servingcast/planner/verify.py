@@ -14,8 +14,8 @@ checked with the cost model through a different path than :mod:`servingcast.plan
   explicit :class:`Batch` objects (a decode-only iteration plus the marginal time of each chunk
   of each prompt at its real position), within its limit; ``b_q`` within ``max_num_seqs`` and
   the KV cache; TTFT by the same queueing model as the planner;
-* prefill instances: each chunk of each prompt costed as its own :class:`Batch`, then TTFT at
-  ``λ`` by the queueing model;
+* prefill groups: each chunk of each prompt costed as its own :class:`Batch`, then TTFT at the
+  group's load by the pooled queueing model (``count × pp`` servers);
 * KV transfers within each instance's links and the fabric.
 
 A relative ``tolerance`` (default 1%) absorbs the planner's interpolation between batch sizes.
@@ -45,7 +45,11 @@ from servingcast.planner.candidates import precision_of
 from servingcast.planner.capacity import Shape, shape_of
 from servingcast.planner.plan import InstanceGroup, Plan
 from servingcast.planner.problem import Pool, Problem, Workload
-from servingcast.planner.queueing import mg1_wait_quantile_s, occupancy_quantile
+from servingcast.planner.queueing import (
+    mg1_wait_quantile_s,
+    occupancy_quantile,
+    ttft_quantile_s,
+)
 from servingcast.specs.catalog import get_model
 
 
@@ -234,9 +238,9 @@ def _check_group(problem: Problem, w: Workload, g: InstanceGroup, tol: float) ->
         if max_batch_size(mem, int(shape.input_points.max())) < 1:
             errors.append(f"{where}: a prompt does not fit the KV cache")
         service = prefill_service_s(cm, shape, g.max_num_batched_tokens)
-        ttft = float(mg1_wait_quantile_s(shape.quantile, lam / g.pp, float(service.mean()),
-                                         float((service**2).mean()))
-                     + shape.quantile_of(service))
+        # The group's pooled queue: count × pp servers sharing its traffic.
+        ttft = ttft_quantile_s(shape.quantile, g.count * g.pp, lam * g.count,
+                               float(service.mean()), float((service**2).mean()), service)
         if ttft > ttft_limit:
             errors.append(f"{where}: TTFT p{shape.quantile * 100:g} {ttft * 1e3:.1f} ms > "
                           f"{w.slo.ttft_s * 1e3:.1f} ms at {lam:.4g} req/s")

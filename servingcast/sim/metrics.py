@@ -192,7 +192,9 @@ class SimResult:
     batches: list[tuple[int, float, float, str, int, int, int]] | None = None
 
 
-def _meets_slo(req: RequestArrays, scenario: Scenario) -> npt.NDArray[np.bool_]:
+def meets_slo(req: RequestArrays, scenario: Scenario) -> npt.NDArray[np.bool_]:
+    """Per request: completed, and within every SLO limit that is set (a one-token output has
+    no TPOT)."""
     ok: npt.NDArray[np.bool_] = req.completed.copy()
     slo = scenario.slo
     if slo.ttft is not None:
@@ -245,7 +247,7 @@ def collect(sim: Simulation) -> SimResult:
         inst.mark(end)
     window = max(end - start, 1e-12)
     done = req.completed
-    met = _meets_slo(req, sim.scenario)
+    met = meets_slo(req, sim.scenario)
     slo = sim.scenario.slo
     attainment = float(met.sum() / n) if n else 0.0
     reasons = {REJECT_REASONS[code]: int(np.sum(req.reject_reason == code))

@@ -1,8 +1,11 @@
 """Candidate enumeration, drops by reason, and dominance pruning."""
 
+import math
+
 import pytest
 
 from servingcast.planner.candidates import CandidateBuilder, prune_dominated
+from servingcast.planner.queueing import erlang_c
 
 from .conftest import make_problem
 
@@ -71,10 +74,16 @@ def test_engine_limits_follow_the_capacity(small) -> None:  # type: ignore[no-un
     for c in CandidateBuilder(small).candidates().candidates:
         if c.config.role == "prefill":
             assert c.engine_max_num_seqs == c.config.max_num_seqs
-        else:
-            assert c.capacity.max_batch <= c.engine_max_num_seqs <= c.config.max_num_seqs
-            assert c.engine_max_num_seqs <= c.config.max_num_batched_tokens or (
-                c.config.role == "decode")
+            continue
+        cap = c.engine_max_num_seqs
+        assert c.capacity.max_batch <= cap <= c.config.max_num_seqs
+        slots = cap - (c.config.pp if c.config.role == "aggregated" else 0)
+        # A request waits for a free slot at most a quarter of the tail budget (or the cap is
+        # the searched one).
+        wait = float(erlang_c(slots, c.capacity.batch))
+        assert wait <= (1 - 0.9) / 4 + 1e-12 or cap == c.config.max_num_seqs
+        if slots > max(1, math.ceil(c.capacity.max_batch)):
+            assert float(erlang_c(slots - 1, c.capacity.batch)) > (1 - 0.9) / 4
 
 
 @pytest.mark.parametrize("mode", ["aggregated", "disaggregated"])

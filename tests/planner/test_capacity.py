@@ -20,7 +20,7 @@ from servingcast.specs import get_hardware, get_model, get_precision
 
 from .conftest import make_problem
 
-SHAPE = Shape.of(make_problem().workloads[0])   # 1024 in, 256 out, p90
+SHAPE = Shape.of(make_problem().workloads[0])   # 1024 in, 256 out, attainment 0.9
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,9 @@ def _aggregated(cm: CostModel) -> AggregatedProfile:
 
 def test_shape_moments() -> None:
     assert SHAPE.decode_steps == 255 and SHAPE.decode_context == 1024 + 128
-    assert SHAPE.seq_len == 1280 and SHAPE.quantile == 0.9
+    # Each of TTFT and TPOT is planned at p95 so that both hold together for 90 %.
+    assert SHAPE.seq_len == 1280 and SHAPE.quantile == pytest.approx(0.95)
+    assert SHAPE.input_max == 1024 and SHAPE.total_max == 1280
 
 
 def test_decode_capacity_from_explicit_batches(cm: CostModel) -> None:
@@ -83,9 +85,15 @@ def test_prefill_capacity_meets_ttft_exactly(cm: CostModel) -> None:
     assert prof.mean_s == pytest.approx(service) and prof.service_q == pytest.approx(service)
     cap = prof.capacity(0.25, 0.0)
     assert isinstance(cap, Capacity)
-    ttft = float(mg1_wait_quantile_s(0.9, cap.rate_per_s, service, service**2)) + service
+    # One instance: the M/G/1 wait at the per-SLO quantile, plus the prompt's own prefill.
+    ttft = float(mg1_wait_quantile_s(0.95, cap.rate_per_s, service, service**2)) + service
     assert ttft == pytest.approx(0.25, rel=1e-6)
     assert cap.rate_per_s < 1 / service
+    # A pooled group of four serves more than four separate instances at the same limit.
+    four = prof.group_rates(0.25, 4)
+    assert four[0] == pytest.approx(cap.rate_per_s)
+    assert four[3] > 4 * cap.rate_per_s
+    assert prof.ttft_s(float(four[3]), 4) == pytest.approx(0.25, rel=1e-4)
 
 
 def test_aggregated_capacity_meets_both_limits(cm: CostModel) -> None:

@@ -17,7 +17,7 @@ from servingcast.planner.export import (
     scenario_files,
 )
 
-from .conftest import PROBLEMS, cached_solve
+from .conftest import PROBLEMS, cached_solve, make_problem
 
 sim = pytest.importorskip("servingcast.sim.scenario")
 
@@ -35,8 +35,17 @@ def test_scenario_is_a_valid_simulator_scenario() -> None:
     assert scenario.slo.ttft == pytest.approx(0.5)
 
 
+MIXED = {
+    "pools": [{"name": "h200", "hardware": "h200-sxm", "count": 32}],
+    "workloads": [{"name": "rag", "model": "qwen3-8b", "input_len": 8000, "output_len": 1000,
+                   "slo": {"ttft": "4 s", "tpot": "80 ms", "attainment": 0.95}}],
+    "search": {"tp": [1, 2, 4, 8], "max_num_seqs": [128, 256, 512],
+               "max_num_batched_tokens": [2048, 8192]},
+}
+
+
 def test_mixed_plan_exports_one_scenario_per_mode() -> None:
-    problem = load_problem(PROBLEMS / "qwen3-32b-h200x32.yaml")
+    problem = make_problem(**MIXED)
     plan = solve(problem, top_k=1, pareto_factors=None, compare_modes=False).plan
     assert plan.mode == "mixed"
     files = scenario_files(problem, plan)

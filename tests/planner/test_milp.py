@@ -30,7 +30,7 @@ def _served(problem: Problem, cands: Sequence[Candidate], counts: Sequence[int])
     cap = {(w.name, r): 0.0 for w in problem.workloads
            for r in ("aggregated", "prefill", "decode")}
     for c, n in zip(cands, counts, strict=True):
-        cap[(c.config.workload, c.config.role)] += c.rate * n
+        cap[(c.config.workload, c.config.role)] += c.group_rate(n)
     out = {}
     for w in problem.workloads:
         most = cap[(w.name, "aggregated")] + min(cap[(w.name, "prefill")],
@@ -98,7 +98,7 @@ SMALL_SEARCH = {"tp": [1, 2], "pp": [1], "max_num_seqs": [512], "max_num_batched
 
 
 @pytest.mark.parametrize("case", ["maximize", "demand-cap", "aggregated", "disaggregated",
-                                  "two-pools-min-cost", "two-workloads"])
+                                  "two-pools-min-cost", "two-workloads", "pooled-prefill"])
 def test_milp_equals_brute_force(case: str) -> None:
     chat = {"name": "chat", "model": "llama-3.1-8b", "input_len": 1024, "output_len": 256,
             "slo": {"ttft": "400 ms", "tpot": "40 ms"}}
@@ -113,6 +113,13 @@ def test_milp_equals_brute_force(case: str) -> None:
         pools = [{"name": "h100", "hardware": "h100-sxm", "count": 4},
                  {"name": "a100", "hardware": "a100-sxm4-80gb", "count": 4}]
         extra["objective"] = "min_cost"
+    elif case == "pooled-prefill":
+        # Long prompts: a prefill group's capacity grows faster than its count (pooled queue),
+        # so the brute force's f(n) and the MILP's levels must agree on the best split.
+        chat.update(input_len=4000, slo={"ttft": "700 ms", "tpot": "40 ms"})
+        pools = [{"name": "h100", "hardware": "h100-sxm", "count": 8}]
+        extra["search"] = {**SMALL_SEARCH, "tp": [1, 2], "modes": ["disaggregated"],
+                           "max_num_batched_tokens": [4096]}
     if case == "two-workloads":
         other = {"name": "rag", "model": "qwen3-8b", "input_len": 3000, "output_len": 200,
                  "demand": 12, "slo": {"ttft": "1 s", "tpot": "40 ms"}}
@@ -122,6 +129,9 @@ def test_milp_equals_brute_force(case: str) -> None:
     problem = make_problem(pools=pools, **({"workloads": [chat]} | extra))
     cands = CandidateBuilder(problem).candidates().candidates
     assert 2 <= len(cands) <= 14
+    if case == "pooled-prefill":
+        prefill = [c for c in cands if c.config.role == "prefill"]
+        assert any(c.group_rate(4) > 4 * c.rate * 1.05 for c in prefill)
     pruned = prune_dominated(CandidateBuilder(problem).candidates()).candidates
     want = brute_force(problem, cands)
     # Stage (c) may give up a relative 1e-6 of goodput (STAGE_SLACK) for a cheaper plan.
