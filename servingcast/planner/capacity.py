@@ -46,18 +46,20 @@ count on it (conservative for short prompts, exact for prompts of ``max_num_batc
 steady state each iteration of a virtual engine carries its ``β`` decodes and on average
 ``c = r E[L]`` prefill tokens, where ``r = β / n`` requests start per iteration (every request
 spends ``n`` iterations decoding). A prefill chunk takes what the token budget ``K`` leaves,
-``K' = K - β``. The cost model is linear in the token sums, so the mean iteration is the
-iteration of mean sums (``τ_avg``); ``τ_full`` is an iteration with a full chunk of ``K'``,
-``τ_dec`` one with decodes only. A prompt's own prefill is its full chunks, then a last iteration
-with its remainder ``r_L`` and — with probability ``ρ = c / K'``, the prefill share — other
-prompts' tokens up to the budget (the cost model is linear in the chunk's tokens)::
+``K' = K - β``. Prefill lands in pieces of ``p = min(K', max(E[L], c))`` tokens, so the mean
+iteration mixes decode-only iterations (``τ_dec``) and iterations with a piece (``τ_p``):
+``τ_avg = τ_dec + (c / p)(τ_p - τ_dec)`` (for a cost linear in the tokens, the iteration of
+mean sums; for MoE experts, whose weights an iteration reads once, less); ``τ_full`` is an
+iteration with a full chunk of ``K'``. A prompt's own prefill is its full chunks, then a last
+iteration with its remainder ``r_L`` and — with probability ``ρ = c / K'``, the prefill share —
+other prompts' tokens up to the budget (the cost model is linear in the chunk's tokens)::
 
-    TPOT(b)   = τ_avg(β decodes + c prefill tokens)
+    TPOT(b)   = τ_avg = τ_dec + (c / p)(τ_p - τ_dec)
     TPOT_q    = TPOT(b) + √((TPOT(b_q) - TPOT(b))² + (z_q σ)²),  σ = √(r n E[L²]) κ / n
     rate(b)   = m · r / τ_avg
     S(L)      = L · τ_full / K'            (the prefill queue works through tokens at K'/τ_full)
     own(L)    = (ceil(L/K') - 1) τ_full + τ_dec + (r_L + ρ (K' - r_L)) / K' · (τ_full - τ_dec)
-    TTFT_q(b) = W_q(rate / m; E[S], E[S²]) + quantile_q(own(L))
+    TTFT_q(b) = quantile_q(W + own(L))    (W: the M/G/1 wait at rate / m with E[S], E[S²])
     capacity  = max { rate(b) : TPOT_q <= TPOT limit, TTFT_q <= TTFT limit, c < K' }
 
 where ``σ`` is the spread of a request's TPOT from the prefill that lands beside its decodes
@@ -91,11 +93,11 @@ from servingcast.costmodel.step import CostModel
 from servingcast.planner.lengths import length_max, length_points
 from servingcast.planner.problem import Workload
 from servingcast.planner.queueing import (
-    mg1_wait_quantile_s,
     occupancy_quantile,
     pooled_rates_per_s,
     rate_elasticity,
     ttft_quantile_s,
+    wait_plus_service_quantile_s,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -392,20 +394,27 @@ class AggregatedProfile:
                               logit_seqs=tokens / shape.input_mean)
 
         c_avg = r * shape.input_mean
+        # Prefill lands in pieces of about a prompt (or of the chunk, or everything when every
+        # iteration carries prefill): the mean iteration mixes decode-only iterations and
+        # iterations with a piece, in proportion c_avg / piece. With a cost linear in the
+        # tokens this is the iteration of mean sums; with MoE experts (weights read once per
+        # iteration, whatever the tokens) it is not, and the mixture is the right one.
+        piece = np.minimum(chunk, np.maximum(shape.input_mean, c_avg))
         decode = decode_batch_stats(beta, shape.decode_context, window)
-        stats = _concat(add_stats(decode, prefill(c_avg)), add_stats(decode, prefill(chunk)),
+        stats = _concat(add_stats(decode, prefill(piece)), add_stats(decode, prefill(chunk)),
                         decode)
         self.request = StepRequest(stats, np.concatenate([micro, micro, micro]))
         self.batch = b
         self.quantile = shape.quantile
-        self._parts = (shape, micro, r, chunk, c_avg)
+        self._parts = (shape, micro, r, chunk, c_avg, piece)
         self.tpot_mean = self.tpot = self.rate = self.ttft = self.max_batch = np.zeros(0)
 
     def complete(self, steps: FloatArray) -> None:
         """Take the cadences of :attr:`request` (see :func:`evaluate_profiles`)."""
-        shape, micro, r, chunk, c_avg = self._parts
+        shape, micro, r, chunk, c_avg, piece = self._parts
         n = self.batch.size
-        tau_avg, tau_full, tau_dec = steps[:n], steps[n: 2 * n], steps[2 * n:]
+        tau_piece, tau_full, tau_dec = steps[:n], steps[n: 2 * n], steps[2 * n:]
+        tau_avg = tau_dec + c_avg / piece * (tau_piece - tau_dec)
         self.tpot_mean = tau_avg
         self.rate = micro * r / tau_avg
         self.max_batch, tpot_q = _quantile_tpot(self.batch, self.rate, tau_avg,
@@ -422,8 +431,6 @@ class AggregatedProfile:
         self.tpot = tau_avg + np.sqrt((tpot_q - tau_avg) ** 2 + (z * sigma) ** 2)
         self.prefill_share = c_avg / chunk
         per_token = tau_full / chunk
-        wait = mg1_wait_quantile_s(shape.quantile, r / tau_avg, shape.input_mean * per_token,
-                                   shape.input_sq_mean * per_token**2)
         # A prompt's own prefill: its full chunks, then a last iteration holding its remainder
         # and, with probability ρ (the prefill share), other prompts' tokens up to the budget.
         lens = shape.input_points[None, :]
@@ -431,8 +438,12 @@ class AggregatedProfile:
         full_chunks = np.ceil(lens / k) - 1.0
         rest = lens - full_chunks * k
         last = tau_dec[:, None] + (rest + rho * (k - rest)) / k * (tau_full - tau_dec)[:, None]
-        own = shape.quantile_of(full_chunks * tau_full[:, None] + last)
-        self.ttft = np.where(self.prefill_share < 1.0, wait + own, np.inf)
+        # TTFT: the token queue's wait (one server, M/G/1) plus the prompt's own prefill, over
+        # the prompt lengths (queueing item 8).
+        ttft = wait_plus_service_quantile_s(
+            shape.quantile, 1.0, r / tau_avg, shape.input_mean * per_token,
+            shape.input_sq_mean * per_token**2, full_chunks * tau_full[:, None] + last)
+        self.ttft = np.where(self.prefill_share < 1.0, ttft, np.inf)
 
     def capacity(self, ttft_limit_s: float, tpot_limit_s: float) -> Capacity | Infeasible:
         """The largest rate meeting both limits (module docstring)."""

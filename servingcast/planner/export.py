@@ -69,8 +69,9 @@ def to_scenario(problem: Problem, plan: Plan, workload: str | None = None,
     disaggregated (a mixed plan) becomes two scenarios, ``part="aggregated"`` and
     ``part="disaggregated"``, each at the rate the plan gives that part (the two parts share no
     instance, so they can be checked apart). The KV-transfer link is the slowest prefill or
-    decode instance's: the per-GPU bandwidth (``network.bandwidth_per_gpu``, else the pool
-    hardware's inter-node link) times its GPUs.
+    decode instance's, and each group's own ``network_bandwidth`` is its instances' link: the
+    per-GPU bandwidth (``network.bandwidth_per_gpu``, else the pool hardware's inter-node link)
+    times its GPUs.
     """
     names = [w.name for w in plan.workloads]
     if workload is None:
@@ -129,10 +130,12 @@ def to_scenario(problem: Problem, plan: Plan, workload: str | None = None,
                           else "least_outstanding"}
     if part == "disaggregated":
         links = []
-        for g in groups:
+        for entry, g in zip(entries, groups, strict=True):
             spec = problem.pool(g.pool).spec
             per_gpu = problem.network.per_gpu_bytes_s(spec)
             links.append((per_gpu * g.gpus_per_instance, spec.inter_node.latency_us))
+            # Each instance's links are its GPUs' NICs, as the planner's capacities assume.
+            entry["network_bandwidth"] = f"{per_gpu * g.gpus_per_instance / 1e9:g} GB/s"
         bw, latency = min(links)
         scenario["network"] = {"bandwidth": f"{bw / 1e9:g} GB/s", "latency": f"{latency:g} us"}
     scenario["workload"] = {

@@ -529,9 +529,14 @@ def extract_allocation(pm: PlanModel) -> Allocation:
 
     counts = {k: round(val(m.instances[k])) for k in m.C}
     counts = {k: n for k, n in counts.items() if n > 0}
-    served = {w: max(0.0, val(m.served_rate[w])) for w in m.W}
-    agg = {w: max(0.0, val(m.aggregated_rate[w])) for w in m.W}
-    dis = {w: max(0.0, val(m.disaggregated_rate[w])) for w in m.W}
+    def rate(v: Any) -> float:
+        # Solver noise (1e-13 req/s on a part with no instances) is no traffic.
+        x = val(v)
+        return x if x > 1e-9 else 0.0
+
+    served = {w: rate(m.served_rate[w]) for w in m.W}
+    agg = {w: rate(m.aggregated_rate[w]) for w in m.W}
+    dis = {w: rate(m.disaggregated_rate[w]) for w in m.W}
     problem = pm.problem
     if problem.objective != "min_cost" and problem.network.fabric_bandwidth_bytes_s is None:
         cap = {(w, r): 0.0 for w in m.W for r in ("aggregated", "prefill", "decode")}

@@ -315,30 +315,44 @@ def ttft_miss_fraction(limit_s: float, servers: npt.ArrayLike, arrival_rate: npt
     return np.asarray(tails.mean(axis=-1).reshape(c.shape), dtype=np.float64)
 
 
+def wait_plus_service_quantile_s(quantile: float, servers: npt.ArrayLike,
+                                 arrival_rate: npt.ArrayLike, mean_service_s: npt.ArrayLike,
+                                 second_moment_s2: npt.ArrayLike,
+                                 own_points_s: npt.ArrayLike) -> FloatArray:
+    """The ``quantile`` of wait + own time over equally weighted points ``own_points_s[..., i]``
+    (item 8), vectorised over the leading axes (queue parameters broadcast against them):
+    ``t`` with ``mean_i P(W > t - own_i) = 1 - quantile``, by bisection between the own
+    times' quantile and the wait's quantile plus the longest own time; ``inf`` when
+    ``ρ >= 1``."""
+    own = np.asarray(own_points_s, dtype=np.float64)
+    if own.ndim == 0:
+        own = own[None]
+    lead = own.shape[:-1]
+    c = np.broadcast_to(np.asarray(servers, dtype=np.float64), lead)
+    lam = np.broadcast_to(np.asarray(arrival_rate, dtype=np.float64), lead)
+    es = np.broadcast_to(np.asarray(mean_service_s, dtype=np.float64), lead)
+    es2 = np.broadcast_to(np.asarray(second_moment_s2, dtype=np.float64), lead)
+    tail = 1.0 - quantile
+    stable = lam * es < c
+    lo = np.quantile(own, quantile, axis=-1)
+    hi = jsq_wait_quantile_s(quantile, c, lam, es, es2) + own.max(axis=-1)
+    hi = np.where(stable, hi, lo)
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        miss = jsq_wait_tail(mid[..., None] - own, c[..., None], lam[..., None], es[..., None],
+                             es2[..., None]).mean(axis=-1)
+        over = miss > tail
+        lo = np.where(over, mid, lo)
+        hi = np.where(over, hi, mid)
+    return np.where(stable, hi, np.inf)
+
+
 def ttft_quantile_s(quantile: float, servers: float, arrival_rate: float, mean_service_s: float,
                     second_moment_s2: float, service_points_s: npt.ArrayLike) -> float:
     """The ``quantile`` of TTFT = wait + own service over equally weighted service points
-    (item 8), by bisection on ``t`` of ``mean_i P(W > t - S_i) = 1 - quantile``; inf when
-    ``ρ >= 1``."""
-    points = np.atleast_1d(np.asarray(service_points_s, dtype=np.float64))
-    if arrival_rate * mean_service_s >= servers:
-        return math.inf
-    tail = 1.0 - quantile
-
-    def miss(t: float) -> float:
-        return float(ttft_miss_fraction(t, servers, arrival_rate, mean_service_s,
-                                        second_moment_s2, points))
-
-    lo, hi = 0.0, float(points.max()) + 1e-9
-    while miss(hi) > tail:
-        lo, hi = hi, hi * 2.0 + mean_service_s
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if miss(mid) > tail:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    (item 8; :func:`wait_plus_service_quantile_s` for one queue)."""
+    return float(wait_plus_service_quantile_s(quantile, servers, arrival_rate, mean_service_s,
+                                              second_moment_s2, service_points_s))
 
 
 def pooled_rates_per_s(quantile: float, servers: npt.ArrayLike, mean_service_s: float,

@@ -12,8 +12,9 @@ checked with the cost model through a different path than :mod:`servingcast.plan
   ``τ`` with ``τ = step(b)`` for ``b = λ n τ`` (Little's law), found by a search over trial
   cadences rather than the planner's sweep over batches; TPOT at the batch quantile ``b_q`` from
   explicit :class:`Batch` objects (a decode-only iteration plus the marginal time of each chunk
-  of each prompt at its real position), within its limit; ``b_q`` within ``max_num_seqs`` and
-  the KV cache; TTFT by the same queueing model as the planner;
+  of each prompt at its real position), within its limit (the planner adds the spread from the
+  prefill beside a request's decodes on top; this check does not); ``b_q`` within
+  ``max_num_seqs`` and the KV cache; TTFT by the same queueing model as the planner;
 * prefill groups: each chunk of each prompt costed as its own :class:`Batch`, then TTFT at the
   group's load by the pooled queueing model (``count × pp`` servers);
 * KV transfers within each instance's links and the fabric.
@@ -46,7 +47,6 @@ from servingcast.planner.capacity import Shape, shape_of
 from servingcast.planner.plan import InstanceGroup, Plan
 from servingcast.planner.problem import Pool, Problem, Workload
 from servingcast.planner.queueing import (
-    mg1_wait_quantile_s,
     occupancy_quantile,
     ttft_quantile_s,
 )
@@ -271,14 +271,14 @@ def _check_group(problem: Problem, w: Workload, g: InstanceGroup, tol: float) ->
             micro = min(float(g.pp), max(b, 1.0))
             chunk = budget - b / micro
             per_token = tau_full / chunk
-            wait = float(mg1_wait_quantile_s(shape.quantile, lam / micro,
-                                             shape.input_mean * per_token,
-                                             shape.input_sq_mean * per_token**2))
             share = (b / micro / shape.decode_steps * shape.input_mean) / chunk
-            own = float(shape.quantile_of(_own_prefill_s(cm, shape, b, int(chunk), share)))
-            if wait + own > ttft_limit:
+            own = _own_prefill_s(cm, shape, b, int(chunk), share)
+            ttft = ttft_quantile_s(shape.quantile, 1.0, lam / micro,
+                                   shape.input_mean * per_token,
+                                   shape.input_sq_mean * per_token**2, own)
+            if ttft > ttft_limit:
                 errors.append(f"{where}: TTFT p{shape.quantile * 100:g} "
-                              f"{(wait + own) * 1e3:.1f} ms > {w.slo.ttft_s * 1e3:.1f} ms")
+                              f"{ttft * 1e3:.1f} ms > {w.slo.ttft_s * 1e3:.1f} ms")
     if g.role in ("prefill", "decode"):
         bw = problem.network.per_gpu_bytes_s(pool.spec)
         request = kv_bytes_per_token(cm) * shape.input_mean

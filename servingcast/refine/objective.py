@@ -18,6 +18,12 @@ A trial outside the budget or the engine rules is not simulated: it gets the wor
 its positive constraint, never a clipped deployment. A trial whose parameters equal those of a
 finished trial is not simulated again: it is pruned, pointing at that trial (so no two finished
 trials hold the same parameters), with that trial's value reported.
+
+A trial's user attributes: ``plan`` (the deployment), ``source``, ``milp_prediction``,
+``worker``, ``infeasible`` or ``duplicate_of`` when so, and one ``metrics`` dict (JSON): the
+objective value, GPUs and cost, and — for a simulated trial — the headline figures (goodput,
+attainment, worst TTFT/TPOT percentiles, tokens/s per GPU and per user) followed by the full
+``evaluation`` that the report reads back. The study names its values (:func:`metric_names`).
 """
 
 from __future__ import annotations
@@ -44,6 +50,16 @@ def directions(problem: Problem,
     return ["minimize" if problem.objective == "min_cost" else "maximize"]
 
 
+def metric_names(problem: Problem, settings: StudySettings) -> list[str]:
+    """What each of the study's values is, with its unit (``study.set_metric_names``: the
+    dashboard's axis titles instead of "Objective 0")."""
+    if settings.mode == "pareto":
+        return ["tokens/s per GPU", "tokens/s per user"]
+    return [{"min_cost": "cost ($/h)",
+             "max_goodput_per_dollar": "goodput per dollar (req/s per $/h)"}.get(
+                 problem.objective, "goodput (req/s)")]
+
+
 def objective_value(problem: Problem, deployment: Deployment, ev: Evaluation | None) -> float:
     """The problem's own objective (module docstring); for an unsimulated trial, the worst."""
     cost = cost_per_hour(problem, deployment)
@@ -64,7 +80,7 @@ def demand_violation(problem: Problem, ev: Evaluation) -> float:
 
 
 def headline(ev: Evaluation) -> dict[str, Any]:
-    """The flat figures shown as a trial's user attributes (worst workload's latencies)."""
+    """The flat figures at the head of a trial's ``metrics`` (worst workload's latencies)."""
     def worst(field: str, stat: str) -> float | None:
         values = [getattr(getattr(w, field), stat) for w in ev.workloads]
         values = [v for v in values if v is not None]
@@ -82,6 +98,22 @@ def headline(ev: Evaluation) -> dict[str, Any]:
         "simulations": ev.simulations,
         "sim_wall_s": round(ev.wall_s, 3),
     }
+
+
+def metrics_of(trial: Any) -> dict[str, Any]:
+    """A trial's ``metrics`` attribute (empty before it has one)."""
+    metrics: dict[str, Any] = trial.user_attrs.get("metrics") or {}
+    return metrics
+
+
+def is_simulated(trial: Any) -> bool:
+    """Whether the trial was simulated (its ``metrics`` hold an evaluation)."""
+    return "evaluation" in metrics_of(trial)
+
+
+def evaluation_of(trial: Any) -> Evaluation:
+    """The evaluation a simulated trial recorded (:func:`is_simulated`)."""
+    return Evaluation.model_validate(metrics_of(trial)["evaluation"])
 
 
 class Objective:
@@ -105,13 +137,14 @@ class Objective:
         if "source" not in trial.user_attrs:
             trial.set_user_attr("source", "sampler")
         trial.set_user_attr("milp_prediction", self._prediction(deployment))
-        trial.set_user_attr("gpus", deployment.total_gpus)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr("cost_per_hour", cost_per_hour(self.problem, deployment))
+        size = {"gpus": deployment.total_gpus,
+                "cost_per_hour": cost_per_hour(self.problem, deployment)}
         twin = self._twin(trial, (optuna.trial.TrialState.COMPLETE,), earlier_only=False)
         if twin is not None:
             for key, item in twin.constraints.items():
                 trial.set_constraint(key, item)
+            trial.set_user_attr("metrics", size)
             self._prune_as_duplicate(trial, twin, twin.values)
         budget, over = budget_violation(self.problem, deployment)
         engine, broken = engine_violation(deployment)
@@ -130,11 +163,13 @@ class Objective:
         if over or broken:
             trial.set_user_attr("infeasible", "; ".join(over + broken))
         value = objective_value(self.problem, deployment, ev)
-        trial.set_user_attr("objective_value", value)
+        metrics: dict[str, Any] = {"objective_value": value}
         if ev is not None:
-            for key, item in headline(ev).items():
-                trial.set_user_attr(key, item)
-            trial.set_user_attr("metrics", ev.model_dump(mode="json"))
+            metrics.update(headline(ev))
+        metrics.update(size)
+        if ev is not None:
+            metrics["evaluation"] = ev.model_dump(mode="json")
+        trial.set_user_attr("metrics", metrics)
         values = self._values(ev, value)
         twin = self._twin(trial, (optuna.trial.TrialState.COMPLETE,
                                   optuna.trial.TrialState.RUNNING), earlier_only=True)

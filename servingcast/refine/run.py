@@ -40,7 +40,13 @@ from servingcast.planner.plan import Plan
 from servingcast.planner.problem import Problem
 from servingcast.refine.deployment import Deployment, Part, deployment_of
 from servingcast.refine.evaluate import Evaluation, Evaluator
-from servingcast.refine.objective import demand_violation, objective_value
+from servingcast.refine.objective import (
+    demand_violation,
+    evaluation_of,
+    is_simulated,
+    metrics_of,
+    objective_value,
+)
 from servingcast.refine.options import RefineOptions
 from servingcast.refine.result import (
     PlannedLoadCheck,
@@ -61,6 +67,7 @@ from servingcast.refine.study import (
     masked,
     open_storage,
     open_study,
+    quiet_optuna,
     run_local,
     simulated,
 )
@@ -123,7 +130,7 @@ def refine(problem: Problem, planning: PlanningResult, options: RefineOptions | 
         plan_keys.setdefault(dep.key(), label)
     name = default_study_name(problem, options)
     target = options.trials or 1
-    with _storage_url(options.storage) as (url, temporary):
+    with _storage_url(options.storage) as (url, temporary), quiet_optuna():
         storage = open_storage(url)
         study, _ = open_study(storage, url, name, problem, settings, space,
                               {p.label: _prediction(p) for p in plans}, plan_keys, target)
@@ -178,18 +185,19 @@ def join(problem: Problem, options: RefineOptions, *, progress: Any | None = Non
                           "postgresql://user:password@host/db")
     url = options.storage
     name = default_study_name(problem, options)
-    storage = open_storage(url)
-    study, info = join_study(storage, url, name, problem)
-    target = options.trials if options.trials is not None else info.target
-    before = simulated(study)
-    t0 = time.perf_counter()
-    remaining = max(0, target - before)
-    run_local(WorkerArgs(problem.model_dump(mode="json", by_alias=True), url, name,
-                         options.timeout_s, default_pid_seed(options.settings.seed), target),
-              options.jobs, remaining, progress)
-    return WorkerReport(study_name=name, storage=masked(url),
-                        new_trials=simulated(study) - before, simulated=simulated(study),
-                        target=target, elapsed_s=time.perf_counter() - t0)
+    with quiet_optuna():
+        storage = open_storage(url)
+        study, info = join_study(storage, url, name, problem)
+        target = options.trials if options.trials is not None else info.target
+        before = simulated(study)
+        t0 = time.perf_counter()
+        remaining = max(0, target - before)
+        run_local(WorkerArgs(problem.model_dump(mode="json", by_alias=True), url, name,
+                             options.timeout_s, default_pid_seed(options.settings.seed),
+                             target), options.jobs, remaining, progress)
+        return WorkerReport(study_name=name, storage=masked(url),
+                            new_trials=simulated(study) - before, simulated=simulated(study),
+                            target=target, elapsed_s=time.perf_counter() - t0)
 
 
 # -- collecting the result ---------------------------------------------------------------------
@@ -209,16 +217,17 @@ def _records(study: Any) -> list[TrialRecord]:
 
     out = []
     for t in trials:
-        attrs = t.user_attrs
+        attrs, metrics = t.user_attrs, metrics_of(t)
         out.append(TrialRecord(
             number=t.number, state=t.state.name.lower(), source=attrs.get("source", "sampler"),
             values=tuple(t.values) if t.values is not None else None,
             feasible=_feasible(t) and t.state.name == "COMPLETE",
-            objective_value=attrs.get("objective_value"), goodput_per_s=attrs.get(
-                "goodput_req_s"), tokens_per_s_per_gpu=attrs.get("tokens_per_s_per_gpu"),
-            tokens_per_s_per_user=attrs.get("tokens_per_s_per_user"), gpus=attrs.get("gpus"),
-            duplicate_of=attrs.get("duplicate_of"), start_s=since(t.datetime_start),
-            complete_s=since(t.datetime_complete)))
+            objective_value=metrics.get("objective_value"),
+            goodput_per_s=metrics.get("goodput_req_s"),
+            tokens_per_s_per_gpu=metrics.get("tokens_per_s_per_gpu"),
+            tokens_per_s_per_user=metrics.get("tokens_per_s_per_user"),
+            gpus=metrics.get("gpus"), duplicate_of=attrs.get("duplicate_of"),
+            start_s=since(t.datetime_start), complete_s=since(t.datetime_complete)))
     return out
 
 
@@ -270,12 +279,12 @@ def _collect(problem: Problem, planning: PlanningResult, study: Any, info: Study
     evaluator = Evaluator(problem, info.space, settings)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     done = [t for t in trials.values() if t.state == optuna.trial.TrialState.COMPLETE
-            and "metrics" in t.user_attrs]
+            and is_simulated(t)]
     milp_dep = deployment_of(problem, planning.plan)
     milp_trial = next((t for t in sorted(done, key=lambda t: t.number)
                        if Deployment.model_validate(t.user_attrs["plan"]) == milp_dep), None)
     if milp_trial is not None:
-        milp_ev = Evaluation.model_validate(milp_trial.user_attrs["metrics"])
+        milp_ev = evaluation_of(milp_trial)
     else:
         milp_ev = evaluator.evaluate(milp_dep)
         notes.append("the MILP plan was simulated outside the study (no trial holds it)")
@@ -288,7 +297,7 @@ def _collect(problem: Problem, planning: PlanningResult, study: Any, info: Study
     best_trial = milp_trial if milp_feasible else None
     best_value = milp_value if milp_feasible else None
     for t in sorted((t for t in done if _feasible(t)), key=lambda t: t.number):
-        value = float(t.user_attrs["objective_value"])
+        value = float(metrics_of(t)["objective_value"])
         if best_value is None or _better(problem, value, best_value):
             best_trial, best_value = t, value
     if best_trial is None:  # the MILP plan itself (simulated outside the study), or nothing
@@ -297,7 +306,7 @@ def _collect(problem: Problem, planning: PlanningResult, study: Any, info: Study
             notes.append("no trial met every constraint in simulation; the MILP plan is kept")
     else:
         deployment = Deployment.model_validate(best_trial.user_attrs["plan"])
-        ev = Evaluation.model_validate(best_trial.user_attrs["metrics"])
+        ev = evaluation_of(best_trial)
         value = float(best_value if best_value is not None else milp_value)
     checks = []
     for wp in planning.plan.workloads:
@@ -322,7 +331,7 @@ def _collect(problem: Problem, planning: PlanningResult, study: Any, info: Study
         finished=finished(study), simulated=len(done),
         infeasible=sum(1 for t in done if not _feasible(t)) + sum(
             1 for t in trials.values() if t.state == optuna.trial.TrialState.COMPLETE
-            and "metrics" not in t.user_attrs),
+            and not is_simulated(t)),
         duplicates=sum(1 for r in records if r.duplicate_of is not None),
         failed=sum(1 for r in records if r.state == "fail"),
         new_trials=len(done) - before, elapsed_s=elapsed, best_trial=best_number,

@@ -11,6 +11,7 @@ values, the search space, the MILP's predictions and the target number of trials
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,13 +20,19 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from servingcast.errors import ConfigError, SimulationError
 from servingcast.planner.problem import Problem
-from servingcast.refine.objective import Objective, directions
+from servingcast.refine.objective import (
+    Objective,
+    directions,
+    is_simulated,
+    metric_names,
+    metrics_of,
+)
 from servingcast.refine.options import StudySettings
 from servingcast.refine.space import SearchSpace
 
@@ -50,12 +57,21 @@ def masked(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-def quiet_optuna() -> None:
-    """No per-trial log lines, no experimental-feature warnings."""
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Within the block: no per-trial log lines, no experimental-feature warnings. Optuna's
+    verbosity and the process's warning filters are restored on leaving it (the caller's
+    logging and warnings are not ours to change)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    verbosity = optuna.logging.get_verbosity()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            yield
+        finally:
+            optuna.logging.set_verbosity(verbosity)
 
 
 def driver_url(url: str) -> str:
@@ -89,14 +105,18 @@ def _serialize_sqlite(engine: Any) -> None:
 
 def open_storage(url: str) -> Any:
     """An Optuna RDB storage with heartbeats; :class:`ConfigError` when it cannot be opened."""
-    import optuna
-
     if url.startswith("sqlite") and (":memory:" in url or url.rstrip("/") in (
             "sqlite:", "sqlite:/", "sqlite://")):
         raise ConfigError(f"--storage {url} is an in-memory database: worker processes cannot "
                           "share it and a rerun cannot resume it. To fix: use a file, e.g. "
                           "sqlite:///out/study.db, or leave --storage out")
-    quiet_optuna()
+    with quiet_optuna():
+        return _open_storage(url)
+
+
+def _open_storage(url: str) -> Any:
+    import optuna
+
     retry: dict[str, Any]
     if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9
         retry = {"heartbeat_stale_trial_callback":
@@ -139,9 +159,9 @@ def make_sampler(seed: int | None) -> Any:
     parallel workers)."""
     import optuna
 
-    quiet_optuna()
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                      constant_liar=True)
+    with quiet_optuna():
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                          constant_liar=True)
 
 
 @dataclass(frozen=True)
@@ -218,6 +238,15 @@ def info_of(study: Any) -> StudyInfo:
                      plan_keys=attrs[PREFIX + "plan_keys"], target=int(attrs[PREFIX + "trials"]))
 
 
+def name_metrics(study: Any, problem: Problem, settings: StudySettings) -> None:
+    """Name the study's values for the dashboard (:func:`metric_names`), unless they already
+    carry these names (an existing study may have none, from before they were set)."""
+    names = metric_names(problem, settings)
+    if len(study.directions) == len(names) and study.metric_names != names:
+        with quiet_optuna():  # set_metric_names is experimental
+            study.set_metric_names(names)
+
+
 def open_study(storage: Any, url: str, name: str, problem: Problem, settings: StudySettings,
                space: SearchSpace, predictions: dict[str, dict[str, Any]],
                plan_keys: dict[str, str], target: int) -> tuple[Any, bool]:
@@ -231,9 +260,12 @@ def open_study(storage: Any, url: str, name: str, problem: Problem, settings: St
         _check_identity(study, problem, url)
         _check_settings(study, name, settings)
         study.set_user_attr(PREFIX + "trials", target)
+        name_metrics(study, problem, settings)
         return study, False
-    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
-                                directions=directions(problem, settings))
+    with quiet_optuna():  # no "A new study created" log line
+        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                    directions=directions(problem, settings))
+    name_metrics(study, problem, settings)
     for key, value in (("fingerprint", fingerprint(problem)), ("problem", problem.name),
                        ("settings", settings.to_dict()),
                        ("space", space.model_dump(mode="json")), ("predictions", predictions),
@@ -270,7 +302,7 @@ def simulated(study: Any) -> int:
 
     return sum(1 for t in study.get_trials(deepcopy=False,
                                            states=(optuna.trial.TrialState.COMPLETE,))
-               if "metrics" in t.user_attrs)
+               if is_simulated(t))
 
 
 _UNITS = {"max_goodput": "{:,.4g} req/s", "min_cost": "${:,.2f}/h",
@@ -284,8 +316,8 @@ def best_text(study: Any, objective: str) -> str:
 
     best: tuple[float, int] | None = None
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        value = t.user_attrs.get("objective_value")
-        if "metrics" not in t.user_attrs or value is None or any(
+        value = metrics_of(t).get("objective_value")
+        if not is_simulated(t) or value is None or any(
                 v > 0 for v in (t.constraints or {}).values()):
             continue
         better = best is None or (value < best[0] if objective == "min_cost" else value > best[0])
@@ -342,7 +374,11 @@ def run_worker(args: WorkerArgs, progress: Progress | None = None, total: int = 
     """Run trials of an existing study until it holds ``args.target`` simulated trials (see
     :func:`simulated`) or the timeout passes; returns the simulated trials added while it ran.
     ``progress(done, total)`` is called after each trial."""
-    quiet_optuna()
+    with quiet_optuna():
+        return _run_worker(args, progress, total)
+
+
+def _run_worker(args: WorkerArgs, progress: Progress | None, total: int) -> int:
     problem = Problem.model_validate(args.problem)
     storage = open_storage(args.url)
     study, info = join_study(storage, args.url, args.study_name, problem)

@@ -16,7 +16,10 @@ instance has computed the prompt (and the first token) the decode router picks a
 and the KV cache, ``kv_bytes_per_token * tokens`` bytes
 (:func:`~servingcast.costmodel.memory.kv_bytes_per_token`), crosses the network in
 :func:`~servingcast.costmodel.comm.kv_transfer_s`. Each prefill instance has one outgoing and
-each decode instance one incoming link; a transfer waits until both are free (FIFO).
+each decode instance one incoming link (its group's ``network_bandwidth``, else the network's);
+a transfer waits until both are free (FIFO) and runs at the slower one's bandwidth, and each
+link is busy for the bytes at its own bandwidth (a 400 GB/s decode link takes eight 50 GB/s
+streams at once).
 
 Pools and groups. The limits are per instance group, so the instances that can serve a request
 are whole groups of its pool (front: aggregated or prefill; back: decode). Without weights the
@@ -243,6 +246,9 @@ class Simulation:
         self._decode_router = (scenario.decode_router or scenario.router).build(rng)
         network = scenario.network
         self._bandwidth = network.bandwidth if network is not None else math.inf
+        # Each instance's own link (its group's network_bandwidth, else the network's).
+        self._link_bw = [plans[inst.group].spec.network_bandwidth or self._bandwidth
+                         for inst in self.instances]
         self._latency = network.latency if network is not None else 0.0
         self._link_out = [0.0] * len(self.instances)
         self._link_in = [0.0] * len(self.instances)
@@ -445,8 +451,12 @@ class Simulation:
         dst.queued_blocks += dst.pool.blocks(req.target)
         nbytes = self.plans[src.group].kv_bytes_per_token * req.target
         start = max(self.now, self._link_out[src.index], self._link_in[dst.index])
-        end = start + kv_transfer_s(nbytes, self._bandwidth, self._latency)
-        self._link_out[src.index] = self._link_in[dst.index] = end
+        out_bw, in_bw = self._link_bw[src.index], self._link_bw[dst.index]
+        end = start + kv_transfer_s(nbytes, min(out_bw, in_bw), self._latency)
+        # Each link is busy for the bytes at its own bandwidth: a fast link can take the next
+        # transfer while a slower peer still sends (equal links: busy until the end).
+        self._link_out[src.index] = start + kv_transfer_s(nbytes, out_bw, self._latency)
+        self._link_in[dst.index] = start + kv_transfer_s(nbytes, in_bw, self._latency)
         return [(end, PRI_TRANSFER, self._transfer_done, (req, src, dst))]
 
     def _transfer_done(self, arg: tuple[Request, Instance, Instance]) -> list[Event]:

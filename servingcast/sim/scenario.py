@@ -104,6 +104,9 @@ class InstanceGroup(BaseModel):
         "the groups that can serve the request, then the router picks an instance within it; "
         "set it on every group of a role or on none (default: the router chooses among all "
         "instances)")
+    network_bandwidth: Bandwidth | None = Field(
+        None, description="each instance's KV-transfer link, each way, e.g. '400 GB/s' for 8 "
+        "GPUs of 400 Gb/s (default: network.bandwidth); a transfer runs at the slower end's")
 
     @field_validator("hardware")
     @classmethod

@@ -21,6 +21,7 @@ from servingcast.refine.cli_options import (
     refine_plan,
     run_worker_command,
 )
+from servingcast.refine.objective import is_simulated
 
 from .conftest import planning_of, tiny_data
 
@@ -54,7 +55,7 @@ def test_output_folder_holds_the_study(tmp_path: Path) -> None:
     assert db.exists()
     assert f"optuna-dashboard sqlite:///{db}" in out
     trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").trials
-    assert sum("metrics" in t.user_attrs for t in trials) == 3
+    assert sum(is_simulated(t) for t in trials) == 3
     code, again = _run(tmp_path, "-o", str(tmp_path / "out"), "--trials", "3")
     assert code == 0 and "(0 new" in again
 

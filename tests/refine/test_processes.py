@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 
 from servingcast.refine import refine
+from servingcast.refine.objective import is_simulated
 from servingcast.refine.study import open_storage
 
 from .conftest import fast_options, planning_of, sqlite, tiny_data, tiny_problem
@@ -34,7 +35,7 @@ print(result.stats.simulated, result.value)
 
 def _simulated(url: str) -> int:
     study = optuna.load_study(study_name="tiny", storage=open_storage(url))
-    return sum("metrics" in t.user_attrs for t in study.trials
+    return sum(is_simulated(t) for t in study.trials
                if t.state == optuna.trial.TrialState.COMPLETE)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from servingcast.errors import ConfigError
 from servingcast.refine import RefineOptions, refine
-from servingcast.refine.study import open_storage
+from servingcast.refine.study import open_storage, quiet_optuna
 
 from .conftest import FAST, fast_options, planning_of, sqlite, tiny_problem
 
@@ -28,8 +28,12 @@ def test_rerun_tops_the_study_up(tmp_path: Path) -> None:
     url = sqlite(tmp_path / "study.db")
     first = refine(problem, planning, fast_options(trials=4, storage=url))
     before = _snapshot(url, "tiny")
+    study = optuna.load_study(study_name="tiny", storage=open_storage(url))
+    with quiet_optuna():  # set_metric_names is experimental
+        study.set_metric_names(["Objective 0"])  # as a study from before the names were set
     again = refine(problem, planning, fast_options(trials=4, storage=url))
     assert again.stats.new_trials == 0 and _snapshot(url, "tiny") == before
+    assert study.metric_names == ["goodput (req/s)"]  # named on resuming
     assert again.value == first.value
     more = refine(problem, planning, fast_options(trials=7, storage=url))
     after = _snapshot(url, "tiny")
