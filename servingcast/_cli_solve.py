@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,8 +158,12 @@ def solve_command(problem: Path, output: Path | None, force: bool, top_k: int,
                 check_existing(options.storage, default_study_name(spec, options), spec,
                                options.settings)
         factors = None if (no_pareto and output is None) else DEFAULT_FACTORS
-        result = solve(spec, top_k=top_k, time_limit_s=time_limit_s, mip_gap=mip_gap,
-                       pareto_factors=factors)
+        progress = _Progress()
+        try:
+            result = solve(spec, top_k=top_k, time_limit_s=time_limit_s, mip_gap=mip_gap,
+                           pareto_factors=factors, progress=progress)
+        finally:
+            progress.close()
         files: dict[str, bytes] = {}
         written = []
         if output is not None:  # 2. the MILP's files, at once
@@ -194,6 +200,41 @@ def solve_command(problem: Path, output: Path | None, force: bool, top_k: int,
             if updated:
                 click.echo(f"Updated {', '.join(p.name for p in updated)} in {output}/ with "
                            "the refinement")
+
+
+class _Progress:
+    """The planner's steps as lines on stderr (the report or JSON stays alone on stdout), e.g.
+    ``servingcast-solve: Pareto 5/7 (TPOT limits x1.6), 41 s``. A solve done within ``quiet_s``
+    prints none; a longer one prints the step it is in at ``quiet_s``, then every step."""
+
+    quiet_s = 2.0
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.lock = threading.Lock()
+        self.last = ""
+        self.loud = False
+        self.timer = threading.Timer(self.quiet_s, self._wake)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _echo(self, line: str) -> None:
+        click.echo(f"servingcast-solve: {line}, {time.monotonic() - self.t0:.0f} s", err=True)
+
+    def _wake(self) -> None:
+        with self.lock:
+            self.loud = True
+            if self.last:
+                self._echo(self.last)
+
+    def __call__(self, line: str) -> None:
+        with self.lock:
+            self.last = line
+            if self.loud:
+                self._echo(line)
+
+    def close(self) -> None:
+        self.timer.cancel()
 
 
 def main() -> None:

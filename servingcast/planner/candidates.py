@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import numpy as np
 
+from servingcast.costmodel.batch import BatchStats
 from servingcast.costmodel.comm import kv_transfer_s
 from servingcast.costmodel.memory import kv_bytes_per_token, max_batch_size, memory_plan
 from servingcast.costmodel.parallel import Parallelism
@@ -37,6 +39,7 @@ from servingcast.planner.capacity import (
     PrefillProfile,
     Profile,
     Shape,
+    StepRequest,
     evaluate_profiles,
     shape_of,
 )
@@ -227,11 +230,22 @@ def ep_choices(problem: Problem, moe: bool, tp: int) -> tuple[int, ...]:
     return tuple(e for e in allowed if tp % e == 0)
 
 
-class CandidateBuilder:
-    """Enumerates configurations once and applies SLO limits to their profiles on demand."""
+#: What a profile's :attr:`~servingcast.planner.capacity.StepRequest` becomes once costed: the
+#: iterations it asked for are the largest arrays a profile holds (a wide search keeps thousands
+#: of profiles for the Pareto sweep), and only :func:`evaluate_profiles` reads them.
+_COSTED = StepRequest(BatchStats(**{f.name: np.zeros(0) for f in fields(BatchStats)}),
+                      np.zeros(0))
 
-    def __init__(self, problem: Problem) -> None:
+
+class CandidateBuilder:
+    """Enumerates configurations once and applies SLO limits to their profiles on demand.
+
+    ``progress`` (optional) is called with ``"candidates: i/n workloads"`` as each workload's
+    configurations are profiled (the slow part of a large problem)."""
+
+    def __init__(self, problem: Problem, progress: Callable[[str], None] | None = None) -> None:
         self.problem = problem
+        self.progress = progress
         self.shapes = {w.name: shape_of(w) for w in problem.workloads}
         for w in problem.workloads:
             context = get_model(w.model).max_position_embeddings
@@ -247,8 +261,14 @@ class CandidateBuilder:
     def entries(self) -> list[_Entry]:
         """Every configuration with its profile or its drop (computed on first use)."""
         if self._entries is None:
-            self._entries = [e for w in self.problem.workloads for p in self.problem.pools
-                             for e in self._enumerate(w, p)]
+            entries: list[_Entry] = []
+            workloads = self.problem.workloads
+            for i, w in enumerate(workloads, 1):
+                for p in self.problem.pools:
+                    entries += self._enumerate(w, p)
+                if self.progress is not None:
+                    self.progress(f"candidates: {i}/{len(workloads)} workloads")
+            self._entries = entries
         return self._entries
 
     def _enumerate(self, w: Workload, pool: Pool) -> list[_Entry]:
@@ -308,6 +328,8 @@ class CandidateBuilder:
                 out.append(entry(cfg, profile=result, kv=kv_request))
                 made.append(result)
         evaluate_profiles(cm, made)
+        for profile in made:
+            profile.request = _COSTED
         return out
 
     def _profile(self, cfg: Config, cm: CostModel, shape: Shape,

@@ -10,8 +10,9 @@ plans around it.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
@@ -33,6 +34,18 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 #: The MIP gap of the secondary solves (alternatives, single-mode optima, Pareto points): they
 #: inform a choice, and 1% is well inside the cost model's own accuracy.
 AUX_MIP_GAP = 0.01
+
+#: The alternatives, single-mode optima and Pareto points share a wall-time budget: as long as
+#: the best plan took (candidates to checked plan), and at least this many seconds. On large
+#: problems they were ~80 % of the time (20 workloads x 8 pools: 600 of 720 s, every solve at
+#: its time limit); now they take at most about half. Each solve gets an equal share of what is
+#: left; what the budget cannot hold is skipped and said so in ``PlanningResult.notes``.
+SECONDARY_MIN_S = 10.0
+#: A secondary solve's time limit is at least this (while the budget has it left).
+SECONDARY_SOLVE_MIN_S = 1.0
+
+#: Receives one line per step (the CLI prints them to stderr), e.g. ``"Pareto 5/8"``.
+Progress = Callable[[str], None]
 
 #: Shown wherever the refinement would have run.
 REFINEMENT_NOTE = ("Refinement: not run (--no-refine): the MILP plan is the final plan, with "
@@ -90,6 +103,48 @@ class PlanningResult(BaseModel):
     timings: Timings
     refined: bool = False
     refinement: str = REFINEMENT_NOTE
+    notes: tuple[str, ...] = ()
+    """What the secondary results left out or could not prove (the time budget)."""
+
+
+class _Budget:
+    """The secondary solves' shared wall-time budget (``SECONDARY_MIN_S``)."""
+
+    def __init__(self, seconds: float, time_limit_s: float, solves: int) -> None:
+        self.deadline = time.perf_counter() + seconds
+        self.time_limit_s = time_limit_s
+        self.left = solves
+        self.skipped: list[str] = []
+        self.limited: list[str] = []
+
+    def next_limit(self, what: str) -> float | None:
+        """The time limit of the next solve: an equal share of what is left, at least
+        ``SECONDARY_SOLVE_MIN_S`` while that much is left (a quick solve leaves its unused share
+        to the next ones); None (and ``what`` recorded as skipped) when nothing is left."""
+        left_s = self.deadline - time.perf_counter()
+        share = left_s / max(self.left, 1)
+        self.left -= 1
+        if left_s <= 0:
+            self.skipped.append(what)
+            return None
+        return min(self.time_limit_s, max(share, min(SECONDARY_SOLVE_MIN_S, left_s)))
+
+    def record(self, what: str, status: SolveStatus) -> None:
+        """Note a solve that stopped at its time limit."""
+        if status == SolveStatus.FEASIBLE:
+            self.limited.append(what)
+
+    def notes(self, seconds: float) -> tuple[str, ...]:
+        out = []
+        if self.skipped:
+            out.append(f"skipped for time ({seconds:.0f} s budget after the best plan): "
+                       + ", ".join(self.skipped) + ". To get them: pass a larger "
+                       "secondary_time_s to solve(), or use --no-pareto / --top 1 to spend "
+                       "the budget on the rest")
+        if self.limited:
+            out.append("stopped at their share of the time budget, not proven within 1%: "
+                       + ", ".join(self.limited))
+        return tuple(out)
 
 
 def _solve_candidates(problem: Problem, candidates: Sequence[Candidate], time_limit_s: float,
@@ -156,24 +211,30 @@ def _explain_nothing_served(problem: Problem, pruned: CandidateSet) -> str:
 
 def solve(problem: Problem, *, top_k: int = 3, time_limit_s: float = 60.0,
           mip_gap: float = 1e-3, pareto_factors: Sequence[float] | None = DEFAULT_FACTORS,
-          compare_modes: bool = True) -> PlanningResult:
+          compare_modes: bool = True, secondary_time_s: float | None = None,
+          progress: Progress | None = None) -> PlanningResult:
     """Plan ``problem``: the best plan, up to ``top_k - 1`` distinct alternatives, the
     single-mode optima and the Pareto sweep (``None``: skip it).
 
     ``time_limit_s`` applies to each MILP solve; ``mip_gap`` to the best plan's (the secondary
-    solves stop at ``max(mip_gap, AUX_MIP_GAP)``). Raises
-    :class:`InfeasibleError` (with the numbers and a fix) when nothing is feasible and
-    :class:`SolverError` when HiGHS fails or finds no plan in time.
+    solves stop at ``max(mip_gap, AUX_MIP_GAP)``). The secondary solves share
+    ``secondary_time_s`` seconds (default: as long as the best plan took, at least
+    ``SECONDARY_MIN_S``); the best plan never depends on it. ``progress`` receives a line per
+    step. Raises :class:`InfeasibleError` (with the numbers and a fix) when nothing is feasible
+    and :class:`SolverError` when HiGHS fails or finds no plan in time.
     """
+    say = progress or (lambda _: None)
     t_start = time.perf_counter()
-    builder = CandidateBuilder(problem)
+    builder = CandidateBuilder(problem, progress)
     cset = builder.candidates()
     reasons = [r for w in problem.workloads if (r := explain_workload(problem, cset, w))]
     if reasons:
         raise InfeasibleError("\n".join(reasons))
     pruned = prune_dominated(cset)
     t_cand = time.perf_counter()
+    say(f"candidates: {len(pruned.candidates)} of {cset.enumerated} configurations in the MILP")
 
+    say("MILP: solving…")
     plan, status, build_s, solve_s = _solve_candidates(problem, pruned.candidates,
                                                        time_limit_s, mip_gap, "best")
     t_solved = time.perf_counter()
@@ -186,21 +247,30 @@ def solve(problem: Problem, *, top_k: int = 3, time_limit_s: float = 60.0,
     if plan.served_rate_per_s <= 0:
         raise InfeasibleError(_explain_nothing_served(problem, pruned))
     plan = _checked(problem, plan)
+    plan = plan.model_copy(update={"notes": plan.notes + explain_unserved(problem, plan,
+                                                                          pruned)})
     t_extract = time.perf_counter()
+    say(f"MILP: best plan in {t_extract - t_start:.1f} s ({status.value})")
 
     aux_gap = max(mip_gap, AUX_MIP_GAP)
-    alternatives = _alternatives(problem, cset, plan, top_k, time_limit_s, aux_gap)
+    seconds = (secondary_time_s if secondary_time_s is not None
+               else max(SECONDARY_MIN_S, t_extract - t_start))
+    two_modes = compare_modes and len(problem.search.modes) == 2
+    factors = _sweep_order(pareto_factors) if pareto_factors else []
+    budget = _Budget(seconds, time_limit_s,
+                     max(top_k - 1, 0) + 2 * two_modes + max(len(factors) - 1, 0))
+    alternatives = _alternatives(problem, cset, plan, top_k, aux_gap, budget, say)
     t_alt = time.perf_counter()
 
     agg = dis = None
-    if compare_modes and len(problem.search.modes) == 2:
-        agg = _mode_only(problem, pruned, "aggregated", time_limit_s, aux_gap)
-        dis = _mode_only(problem, pruned, "disaggregated", time_limit_s, aux_gap)
+    if two_modes:
+        agg = _mode_only(problem, pruned, "aggregated", aux_gap, budget, say)
+        dis = _mode_only(problem, pruned, "disaggregated", aux_gap, budget, say)
     t_cmp = time.perf_counter()
 
     pareto: tuple[ParetoPoint, ...] = ()
-    if pareto_factors:
-        pareto = _pareto(problem, builder, plan, pareto_factors, time_limit_s, aux_gap)
+    if factors:
+        pareto = _pareto(problem, builder, plan, factors, aux_gap, budget, say)
     t_end = time.perf_counter()
     timings = Timings(candidates_s=t_cand - t_start, build_s=build_s, solve_s=solve_s,
                       extract_s=t_extract - t_solved, alternatives_s=t_alt - t_extract,
@@ -209,11 +279,53 @@ def solve(problem: Problem, *, top_k: int = 3, time_limit_s: float = 60.0,
                                dominated=pruned.dominated, in_milp=len(pruned.candidates))
     return PlanningResult(problem=problem, plan=plan, alternatives=alternatives,
                           aggregated_only=agg, disaggregated_only=dis, pareto=pareto,
-                          candidates=summary, timings=timings)
+                          candidates=summary, timings=timings, notes=budget.notes(seconds))
+
+
+def _per_gpu(pruned: CandidateSet, workload: str) -> float:
+    """The most req/s per GPU any plan of ``workload`` reaches: its best aggregated instance,
+    or its best prefill and decode instances side by side (each per GPU, the prefill one in the
+    largest pooled group)."""
+    best = {"aggregated": 0.0, "prefill": 0.0, "decode": 0.0}
+    for c in pruned.candidates:
+        if c.config.workload == workload:
+            rate = c.pooled[-1] / len(c.pooled) if c.pooled else c.rate
+            best[c.config.role] = max(best[c.config.role], rate / c.gpus)
+    pd = (1.0 / (1.0 / best["prefill"] + 1.0 / best["decode"])
+          if best["prefill"] > 0 and best["decode"] > 0 else 0.0)
+    return max(best["aggregated"], pd)
+
+
+def explain_unserved(problem: Problem, plan: Plan, pruned: CandidateSet) -> tuple[str, ...]:
+    """A note for every maximized workload the plan serves nothing, saying why and what would
+    change it (a demand workload left short already has its note; ``min_cost`` requires
+    demands)."""
+    notes = []
+    served = {wp.name: wp.served_rate_per_s for wp in plan.workloads}
+    for w in problem.workloads:
+        if served[w.name] > 0 or w.demand_per_s is not None:
+            continue
+        winners = [v for v in problem.workloads
+                   if v.demand_per_s is None and served[v.name] > 0]
+        own = w.weight * _per_gpu(pruned, w.name)
+        if not winners:
+            notes.append(f"{w.name}: 0 req/s — the GPUs all go to the demands of the other "
+                         "workloads. To serve it: add GPUs, or give it a demand")
+            continue
+        top = max(winners, key=lambda v: v.weight * _per_gpu(pruned, v.name))
+        theirs = top.weight * _per_gpu(pruned, top.name)
+        notes.append(
+            f"{w.name}: 0 req/s — the MILP gives the GPUs left after the demands to "
+            f"{', '.join(v.name for v in winners)}, whose weighted goodput per GPU is higher "
+            f"({top.name}: weight {top.weight:g} x up to {theirs / top.weight:.3g} req/s per "
+            f"GPU; {w.name}: weight {w.weight:g} x up to {own / w.weight if w.weight else 0:.3g}"
+            f"). To serve {w.name}: give it a demand (demands are served first) or a weight "
+            f"above {w.weight * theirs / own if own > 0 else math.inf:.3g}")
+    return tuple(notes)
 
 
 def _alternatives(problem: Problem, cset: CandidateSet, best: Plan, top_k: int,
-                  time_limit_s: float, mip_gap: float) -> tuple[Plan, ...]:
+                  mip_gap: float, budget: _Budget, say: Progress) -> tuple[Plan, ...]:
     """The next best plans, each leaving out a configuration of every plan before it."""
     from servingcast.planner.milp import build_model, exclude_plan, extract_plan, solve_model
 
@@ -224,10 +336,19 @@ def _alternatives(problem: Problem, cset: CandidateSet, best: Plan, top_k: int,
     exclude_plan(pm, [g.name for g in best.groups])
     out: list[Plan] = []
     for i in range(top_k - 1):
-        report = solve_model(pm, time_limit_s, mip_gap)
+        what = f"alternative {i + 1}"
+        limit = budget.next_limit(what)
+        if limit is None:
+            budget.left -= top_k - 2 - i
+            budget.skipped[-1] = (f"alternatives {i + 1}-{top_k - 1}" if i + 2 < top_k
+                                  else what)
+            break
+        say(f"alternatives {i + 1}/{top_k - 1}")
+        report = solve_model(pm, limit, mip_gap)
         if not report.status.has_solution:
             break
-        alt = extract_plan(pm, report, f"alternative {i + 1}")
+        budget.record(what, report.status)
+        alt = extract_plan(pm, report, what)
         if alt.served_rate_per_s <= 0:
             break
         out.append(_checked(problem, alt))
@@ -235,36 +356,59 @@ def _alternatives(problem: Problem, cset: CandidateSet, best: Plan, top_k: int,
     return tuple(out)
 
 
-def _mode_only(problem: Problem, pruned: CandidateSet, mode: str, time_limit_s: float,
-               mip_gap: float) -> ModeComparison:
+def _mode_only(problem: Problem, pruned: CandidateSet, mode: str, mip_gap: float,
+               budget: _Budget, say: Progress) -> ModeComparison:
     roles = ("aggregated",) if mode == "aggregated" else ("prefill", "decode")
     subset = [c for c in pruned.candidates if c.config.role in roles]
     for w in problem.workloads:
         have = {c.config.role for c in subset if c.config.workload == w.name}
         if not set(roles) <= have:
+            budget.left -= 1
             return ModeComparison(mode=mode, plan=None,
                                   reason=f"{w.name}: no {mode} configuration meets the SLOs")
-    plan, status, _, _ = _solve_candidates(problem, subset, time_limit_s, mip_gap, f"{mode} only")
+    limit = budget.next_limit(f"{mode} only")
+    if limit is None:
+        return ModeComparison(mode=mode, plan=None, reason="skipped for time (see the notes)")
+    say(f"single-mode: {mode} only")
+    plan, status, _, _ = _solve_candidates(problem, subset, limit, mip_gap, f"{mode} only")
     if plan is None:
         reason = ("the demands cannot be met in this mode" if status == SolveStatus.INFEASIBLE
                   else f"no solution ({status.value})")
         return ModeComparison(mode=mode, plan=None, reason=reason)
+    budget.record(f"{mode} only", status)
     return ModeComparison(mode=mode, plan=_checked(problem, plan))
 
 
+def _sweep_order(factors: Sequence[float]) -> list[float]:
+    """The sweep's factors with 1.0, in the order they are solved: 1.0 (the best plan, no
+    solve), the extremes, then each time the factor farthest (in log) from those solved, so
+    that a sweep cut short by the time budget still spans the range evenly."""
+    rest = sorted(set(factors) - {1.0})
+    order = [1.0]
+    while rest:
+        far = max(rest, key=lambda f: min(abs(math.log(f / g)) for g in order))
+        order.append(far)
+        rest.remove(far)
+    return order
+
+
 def _pareto(problem: Problem, builder: CandidateBuilder, best: Plan,
-            factors: Sequence[float], time_limit_s: float,
-            mip_gap: float) -> tuple[ParetoPoint, ...]:
-    points = []
-    for f in sorted(set(factors) | {1.0}):
-        if f == 1.0:
-            points.append(point_of(best, 1.0))
+            factors: Sequence[float], mip_gap: float, budget: _Budget,
+            say: Progress) -> tuple[ParetoPoint, ...]:
+    points = [point_of(best, 1.0)]
+    todo = [f for f in factors if f != 1.0]
+    for i, f in enumerate(todo, 1):
+        what = f"Pareto TPOT x{f:g}"
+        limit = budget.next_limit(what)
+        if limit is None:
             continue
+        say(f"Pareto {i}/{len(todo)} (TPOT limits x{f:g})")
         cset = builder.candidates(tpot_scale=f)
         if any(explain_workload(problem, cset, w) for w in problem.workloads):
             continue
-        plan, _, _, _ = _solve_candidates(problem, prune_dominated(cset).candidates,
-                                          time_limit_s, mip_gap, f"pareto x{f:g}")
+        plan, status, _, _ = _solve_candidates(problem, prune_dominated(cset).candidates,
+                                               limit, mip_gap, f"pareto x{f:g}")
         if plan is not None and plan.served_rate_per_s > 0:
+            budget.record(what, status)
             points.append(point_of(plan, f))
     return mark_frontier(points)

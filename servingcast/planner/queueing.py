@@ -333,15 +333,23 @@ def wait_plus_service_quantile_s(quantile: float, servers: npt.ArrayLike,
     es = np.broadcast_to(np.asarray(mean_service_s, dtype=np.float64), lead)
     es2 = np.broadcast_to(np.asarray(second_moment_s2, dtype=np.float64), lead)
     tail = 1.0 - quantile
-    stable = lam * es < c
+    a = lam * es
+    stable = a < c
+    # The wait's tail P(W > s) = C exp(-s / M) (item 7): C and M do not depend on s.
+    p_wait = np.where(c == 1.0, np.clip(a, 0.0, 1.0), erlang_c(c, a))
+    residual = es2 / (2.0 * es)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = residual / (c - a) + residual * (c - 1.0) / (c + 1.0)
     lo = np.quantile(own, quantile, axis=-1)
     hi = jsq_wait_quantile_s(quantile, c, lam, es, es2) + own.max(axis=-1)
     hi = np.where(stable, hi, lo)
+    p_wait, mean = p_wait[..., None], np.where(stable, mean, 1.0)[..., None]
     for _ in range(50):
         mid = 0.5 * (lo + hi)
-        miss = jsq_wait_tail(mid[..., None] - own, c[..., None], lam[..., None], es[..., None],
-                             es2[..., None]).mean(axis=-1)
-        over = miss > tail
+        slack = mid[..., None] - own
+        with np.errstate(over="ignore"):
+            miss = np.where(slack < 0, 1.0, p_wait * np.exp(-np.maximum(slack, 0.0) / mean))
+        over = miss.mean(axis=-1) > tail
         lo = np.where(over, mid, lo)
         hi = np.where(over, hi, mid)
     return np.where(stable, hi, np.inf)

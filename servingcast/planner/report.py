@@ -133,6 +133,8 @@ def format_result(result: PlanningResult) -> str:
                    _n(p.served_rate_per_s, 2), str(p.gpus), p.mode] for p in result.pareto]
         out += _table(["", "TPOT limit (ms)", "tok/s/user", "tok/s/GPU", "req/s", "GPUs", "mode"],
                       points, [False, True, True, True, True, True, False])
+    if result.notes:
+        out += [""] + [f"Note: {n}" for n in result.notes]
     t = result.timings
     out += ["", result.refinement,
             f"Timings: candidates {t.candidates_s:.2f} s, MILP build {t.build_s:.2f} s, solve "
