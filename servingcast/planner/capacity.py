@@ -28,12 +28,14 @@ with ``b_q`` decodes and their share of prefill), and the KV cache and ``max_num
 
 **Prefill group** (disaggregated). Prompts are prefilled one at a time, in chunks of
 ``max_num_batched_tokens``; ``S(L)`` is the sum of its chunks' ``τ``. A group of ``k`` instances
-behind one least-outstanding router is one pooled queue of ``c = k · pp`` servers (each virtual
-engine serves a prompt; DistServe section 3.1 models one instance as M/D/1, the group extends it
-to M/G/c; :func:`~servingcast.planner.queueing.jsq_wait_quantile_s`, with ``E[S]``, ``E[S²]``
-over the prompt lengths)::
+behind one least-outstanding router is one pooled queue of ``c = k`` servers (DistServe section
+3.1 models one instance as M/D/1, the group extends it to M/G/c; a pipelined instance is one
+server whose service is the prompt's latency through every stage, since the simulator overlaps
+a prefill instance's prompts much less than ``pp`` ways;
+:func:`~servingcast.planner.queueing.jsq_wait_quantile_s`, with ``E[S]``, ``E[S²]`` over the
+prompt lengths)::
 
-    TTFT_q(λ; k) = W_q(λ; c = k·pp, E[S], E[S²]) + S_q
+    TTFT_q(λ; k) = W_q(λ; c = k, E[S], E[S²]) + S_q
     f(k)         = max { λ : TTFT_q(λ; k) <= TTFT limit }  (and what k instances' links send)
 
 ``f(k) / k`` grows with ``k`` (pooling): the MILP takes ``f`` for ``k = 1 … 64`` (beyond, the
@@ -286,7 +288,11 @@ class PrefillProfile:
 
     def __init__(self, cm: CostModel, shape: Shape, plan: MemoryPlan, chunk_tokens: int,
                  nic_rate_per_s: float) -> None:
-        self.pp = cm.parallel.pp
+        # A pipelined prefill instance is planned as one server whose service is a prompt's
+        # latency through every stage: the simulator overlaps a prefill instance's prompts far
+        # less than pp ways (5 tp1-pp2 instances at a modelled ρ = 0.6 as pp servers each were
+        # 97.5 % busy, and overloaded at 0.9), so pp virtual engines are not counted.
+        self.pp = 1
         longest = max(int(shape.input_points.max()), shape.input_max)
         self.fits = max_batch_size(plan, longest) >= self.pp
         self.nic_rate = nic_rate_per_s

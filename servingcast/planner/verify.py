@@ -16,7 +16,8 @@ checked with the cost model through a different path than :mod:`servingcast.plan
   prefill beside a request's decodes on top; this check does not); ``b_q`` within
   ``max_num_seqs`` and the KV cache; TTFT by the same queueing model as the planner;
 * prefill groups: each chunk of each prompt costed as its own :class:`Batch`, then TTFT at the
-  group's load by the pooled queueing model (``count × pp`` servers);
+  group's load by the pooled queueing model (``count`` servers: a pipelined instance serves one
+  prompt at a time, through every stage);
 * KV transfers within each instance's links and the fabric.
 
 A relative ``tolerance`` (default 1%) absorbs the planner's interpolation between batch sizes.
@@ -214,7 +215,7 @@ def prefill_service_s(cm: CostModel, shape: Shape, chunk_tokens: int) -> np.ndar
         for piece in _prompt_chunks(length, chunk_tokens):
             batches.append(Batch.of(prefill=[piece]))
             owner.append(i)
-    steps = _cadences(cm, batches, float(cm.parallel.pp))
+    steps = _cadences(cm, batches, 1.0)  # one prompt at a time through every stage
     return np.bincount(np.asarray(owner), weights=steps, minlength=shape.input_points.size)
 
 
@@ -238,8 +239,8 @@ def _check_group(problem: Problem, w: Workload, g: InstanceGroup, tol: float) ->
         if max_batch_size(mem, int(shape.input_points.max())) < 1:
             errors.append(f"{where}: a prompt does not fit the KV cache")
         service = prefill_service_s(cm, shape, g.max_num_batched_tokens)
-        # The group's pooled queue: count × pp servers sharing its traffic.
-        ttft = ttft_quantile_s(shape.quantile, g.count * g.pp, lam * g.count,
+        # The group's pooled queue: count servers sharing its traffic.
+        ttft = ttft_quantile_s(shape.quantile, g.count, lam * g.count,
                                float(service.mean()), float((service**2).mean()), service)
         if ttft > ttft_limit:
             errors.append(f"{where}: TTFT p{shape.quantile * 100:g} {ttft * 1e3:.1f} ms > "
