@@ -17,6 +17,7 @@ inside one pool), so dropping dominated candidates never changes the optimum.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable
@@ -138,7 +139,7 @@ class Candidate:
             return self.pooled[count - 1]
         return count * self.pooled[-1] / len(self.pooled)
 
-    @property
+    @functools.cached_property
     def engine_max_num_seqs(self) -> int:
         """The engine's ``max_num_seqs`` for this instance (prefill: the searched cap).
 
@@ -159,7 +160,7 @@ class Candidate:
         if cfg.role == "prefill":
             return cfg.max_num_seqs
         extra = cfg.pp if cfg.role == "aggregated" else 0
-        quantile = getattr(self.profile, "quantile", 0.9)
+        quantile = self.profile.quantile
         low = max(1, math.ceil(self.capacity.max_batch))
         if low >= cfg.max_num_seqs - extra:
             return max(1, min(cfg.max_num_seqs, low + extra))

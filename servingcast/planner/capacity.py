@@ -236,7 +236,7 @@ class DecodeProfile:
         self.request = StepRequest(stats, micro)
         self.batch = b
         self._steps = shape.decode_steps
-        self._quantile = self.quantile = shape.quantile
+        self.quantile = shape.quantile
         self.tpot_mean = self.tpot = self.rate = self.max_batch = np.zeros(0)
 
     def complete(self, steps: FloatArray) -> None:
@@ -244,7 +244,7 @@ class DecodeProfile:
         self.tpot_mean = steps
         self.rate = self.batch / (self._steps * steps)
         self.max_batch, self.tpot = _quantile_tpot(self.batch, self.rate, steps,
-                                                   self._quantile, self.top)
+                                                   self.quantile, self.top)
 
     def capacity(self, ttft_limit_s: float, tpot_limit_s: float) -> Capacity | Infeasible:
         """The largest rate whose batch meets the TPOT limit (module docstring)."""
@@ -291,15 +291,15 @@ class PrefillProfile:
         # A pipelined prefill instance is planned as one server whose service is a prompt's
         # latency through every stage: the simulator overlaps a prefill instance's prompts far
         # less than pp ways (5 tp1-pp2 instances at a modelled ρ = 0.6 as pp servers each were
-        # 97.5 % busy, and overloaded at 0.9), so pp virtual engines are not counted.
-        self.pp = 1
+        # 97.5 % busy, and overloaded at 0.9), so pp virtual engines are not counted: one
+        # micro-batch in flight, each iteration its full latency.
         longest = max(int(shape.input_points.max()), shape.input_max)
-        self.fits = max_batch_size(plan, longest) >= self.pp
+        self.fits = max_batch_size(plan, longest) >= 1
         self.nic_rate = nic_rate_per_s
         self.quantile = shape.quantile
         stats, owner = prefill_chunk_series(shape.input_points, chunk_tokens,
                                             cm.model.sliding_window)
-        self.request = StepRequest(stats, np.full(owner.size, float(self.pp)))
+        self.request = StepRequest(stats, np.ones(owner.size))
         self._owner = owner
         self._shape = shape
         self.service = np.zeros(0)
@@ -320,7 +320,7 @@ class PrefillProfile:
         """TTFT percentile of a group of ``count`` instances receiving ``rate_per_s`` in all
         (wait plus own prefill over the prompt lengths,
         :func:`~servingcast.planner.queueing.ttft_quantile_s`)."""
-        return ttft_quantile_s(self.quantile, count * self.pp, float(rate_per_s), self.mean_s,
+        return ttft_quantile_s(self.quantile, count, float(rate_per_s), self.mean_s,
                                self.second_moment_s2, self.service)
 
     def group_rates(self, ttft_limit_s: float, max_count: int) -> FloatArray:
@@ -334,7 +334,7 @@ class PrefillProfile:
             if not self.fits or self.service_q > ttft_limit_s:
                 rates = np.zeros_like(n)
             else:
-                rates = pooled_rates_per_s(self.quantile, n * self.pp, self.mean_s,
+                rates = pooled_rates_per_s(self.quantile, n, self.mean_s,
                                            self.second_moment_s2, self.service, ttft_limit_s)
                 rates = np.minimum(np.maximum.accumulate(rates), n * self.nic_rate)
             self._groups[ttft_limit_s] = cached = rates

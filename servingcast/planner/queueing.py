@@ -213,19 +213,6 @@ def rate_elasticity(batch: npt.ArrayLike, rate: npt.ArrayLike) -> FloatArray:
     return np.asarray(np.gradient(np.log(lam), np.log(b)), dtype=np.float64)
 
 
-def mg1_wait_quantile_scalar_s(quantile: float, arrival_rate: float, mean_service_s: float,
-                               second_moment_s2: float) -> float:
-    """:func:`mg1_wait_quantile_s` for plain floats (fast in scalar loops such as bisection)."""
-    rho = arrival_rate * mean_service_s
-    if rho >= 1.0:
-        return math.inf
-    tail = 1.0 - quantile
-    if rho <= tail:
-        return 0.0
-    mean = arrival_rate * second_moment_s2 / (2.0 * (1.0 - rho))
-    return mean / rho * math.log(rho / tail)
-
-
 def _log_poisson_terms(offered: FloatArray, kmax: int) -> FloatArray:
     """``ln(a^k / k!)`` for ``k = 0 … kmax`` along a new last axis."""
     k = np.arange(kmax + 1, dtype=np.float64)
@@ -258,6 +245,22 @@ def erlang_c(servers: npt.ArrayLike, offered_load: npt.ArrayLike) -> FloatArray:
     return np.where(a < c, np.clip(wait, 0.0, 1.0), 1.0)
 
 
+def _jsq_wait_law(servers: npt.ArrayLike, arrival_rate: npt.ArrayLike,
+                  mean_service_s: npt.ArrayLike, second_moment_s2: npt.ArrayLike,
+                  ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``(c, a, C, M)`` of items 6 and 7: servers, offered load, the probability of waiting and
+    the mean of the exponential wait given a wait (Allen–Cunneen plus the router's residual
+    term), elementwise. ``C`` is ``a`` itself for one server (Erlang C of one server)."""
+    c = np.asarray(servers, dtype=np.float64)
+    es = np.asarray(mean_service_s, dtype=np.float64)
+    a = np.asarray(arrival_rate, dtype=np.float64) * es
+    p_wait = np.where(c == 1.0, np.clip(a, 0.0, 1.0), erlang_c(c, a))
+    residual = np.asarray(second_moment_s2, dtype=np.float64) / (2.0 * es)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = residual / (c - a) + residual * (c - 1.0) / (c + 1.0)
+    return c, a, p_wait, mean
+
+
 def jsq_wait_quantile_s(quantile: float, servers: npt.ArrayLike, arrival_rate: npt.ArrayLike,
                         mean_service_s: npt.ArrayLike,
                         second_moment_s2: npt.ArrayLike) -> FloatArray:
@@ -266,37 +269,29 @@ def jsq_wait_quantile_s(quantile: float, servers: npt.ArrayLike, arrival_rate: n
     :func:`mg1_wait_quantile_s`."""
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-    c = np.asarray(servers, dtype=np.float64)
-    lam = np.asarray(arrival_rate, dtype=np.float64)
-    es = np.asarray(mean_service_s, dtype=np.float64)
-    es2 = np.asarray(second_moment_s2, dtype=np.float64)
-    a = lam * es
-    p_wait = erlang_c(c, a)
+    c, a, p_wait, mean = _jsq_wait_law(servers, arrival_rate, mean_service_s, second_moment_s2)
     tail = 1.0 - quantile
-    residual = es2 / (2.0 * es)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cond_mean = residual / (c - a) + residual * (c - 1.0) / (c + 1.0)
-        value = cond_mean * np.log(p_wait / tail)
+        value = mean * np.log(p_wait / tail)
     value = np.where(p_wait > tail, value, 0.0)
     return np.where(a < c, value, np.inf)
+
+
+def _tail(slack_s: FloatArray, p_wait: FloatArray, mean: FloatArray,
+          overloaded: npt.NDArray[np.bool_]) -> FloatArray:
+    """``P(W > s) = C exp(-s / M)``; 1 for ``s < 0`` or an overloaded queue."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        tail = p_wait * np.exp(-np.maximum(slack_s, 0.0) / mean)
+    tail = np.where(p_wait > 0, tail, 0.0)
+    return np.where((slack_s < 0) | overloaded, 1.0, tail)
 
 
 def jsq_wait_tail(t_s: npt.ArrayLike, servers: npt.ArrayLike, arrival_rate: npt.ArrayLike,
                   mean_service_s: npt.ArrayLike, second_moment_s2: npt.ArrayLike) -> FloatArray:
     """``P(W > t)`` in the model of :func:`jsq_wait_quantile_s` (items 6 and 7), elementwise:
-    ``C exp(-t / M)`` with ``M`` the conditional mean plus the router's residual term; 1 for
-    ``t < 0`` or ``ρ >= 1``."""
-    t = np.asarray(t_s, dtype=np.float64)
-    c = np.asarray(servers, dtype=np.float64)
-    a = np.asarray(arrival_rate, dtype=np.float64) * np.asarray(mean_service_s, np.float64)
-    residual = np.asarray(second_moment_s2, np.float64) / (2.0 * np.asarray(mean_service_s,
-                                                                             np.float64))
-    p_wait = erlang_c(c, a)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        mean = residual / (c - a) + residual * (c - 1.0) / (c + 1.0)
-        tail = p_wait * np.exp(-np.maximum(t, 0.0) / mean)
-    tail = np.where(p_wait > 0, tail, 0.0)
-    return np.where((t < 0) | (a >= c), 1.0, tail)
+    ``C exp(-t / M)``; 1 for ``t < 0`` or ``ρ >= 1``."""
+    c, a, p_wait, mean = _jsq_wait_law(servers, arrival_rate, mean_service_s, second_moment_s2)
+    return _tail(np.asarray(t_s, dtype=np.float64), p_wait, mean, a >= c)
 
 
 def ttft_miss_fraction(limit_s: float, servers: npt.ArrayLike, arrival_rate: npt.ArrayLike,
@@ -333,23 +328,17 @@ def wait_plus_service_quantile_s(quantile: float, servers: npt.ArrayLike,
     es = np.broadcast_to(np.asarray(mean_service_s, dtype=np.float64), lead)
     es2 = np.broadcast_to(np.asarray(second_moment_s2, dtype=np.float64), lead)
     tail = 1.0 - quantile
-    a = lam * es
+    # The wait's law does not depend on t: computed once, outside the bisection.
+    _, a, p_wait, mean = _jsq_wait_law(c, lam, es, es2)
     stable = a < c
-    # The wait's tail P(W > s) = C exp(-s / M) (item 7): C and M do not depend on s.
-    p_wait = np.where(c == 1.0, np.clip(a, 0.0, 1.0), erlang_c(c, a))
-    residual = es2 / (2.0 * es)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = residual / (c - a) + residual * (c - 1.0) / (c + 1.0)
     lo = np.quantile(own, quantile, axis=-1)
     hi = jsq_wait_quantile_s(quantile, c, lam, es, es2) + own.max(axis=-1)
     hi = np.where(stable, hi, lo)
-    p_wait, mean = p_wait[..., None], np.where(stable, mean, 1.0)[..., None]
+    p_wait, mean, overloaded = p_wait[..., None], mean[..., None], ~stable[..., None]
     for _ in range(50):
         mid = 0.5 * (lo + hi)
-        slack = mid[..., None] - own
-        with np.errstate(over="ignore"):
-            miss = np.where(slack < 0, 1.0, p_wait * np.exp(-np.maximum(slack, 0.0) / mean))
-        over = miss.mean(axis=-1) > tail
+        miss = _tail(mid[..., None] - own, p_wait, mean, overloaded).mean(axis=-1)
+        over = miss > tail
         lo = np.where(over, mid, lo)
         hi = np.where(over, hi, mid)
     return np.where(stable, hi, np.inf)

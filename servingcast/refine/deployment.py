@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict
 from servingcast.planner.plan import InstanceGroup, Plan, SolverReport, SolveStatus, WorkloadPlan
 from servingcast.planner.problem import Problem
 from servingcast.planner.verify import nodes_needed
-from servingcast.workload import FixedLength
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -105,6 +104,14 @@ class Deployment(BaseModel):
         """Canonical text: equal for equal deployments."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
+    def same_groups(self, other: Deployment) -> bool:
+        """Equal but for the capacities that only weight each group's traffic (a search slot
+        keeps its first plan's; a pooled prefill group's per-instance capacity depends on its
+        size)."""
+        skip = {"workloads": {"__all__": {"groups": {"__all__": {
+            "capacity_per_instance_per_s"}}}}}
+        return bool(self.model_dump(exclude=skip) == other.model_dump(exclude=skip))
+
     @property
     def total_gpus(self) -> int:
         """GPUs of every group."""
@@ -134,6 +141,8 @@ def plan_slots(plan: Plan, workload: str) -> list[tuple[str, InstanceGroup]]:
 
 def deployment_of(problem: Problem, plan: Plan) -> Deployment:
     """The deployment a MILP plan describes (with the scenario's default router)."""
+    from servingcast.planner.export import default_router
+
     workloads = []
     for w in problem.workloads:
         groups = tuple(GroupSetting(
@@ -143,11 +152,10 @@ def deployment_of(problem: Problem, plan: Plan) -> Deployment:
             enable_chunked_prefill=g.enable_chunked_prefill,
             capacity_per_instance_per_s=g.capacity_per_instance_per_s)
             for key, g in plan_slots(plan, w.name))
-        # The exported scenario's router (planner.export.to_scenario): round-robin for an
-        # aggregated plan whose requests all have one length, else least-outstanding.
-        fixed = isinstance(w.input_len, FixedLength) and isinstance(w.output_len, FixedLength)
-        aggregated = all(g.role == "aggregated" for g in groups)
-        router = "round_robin" if fixed and aggregated and groups else ROUTERS[0]
+        # The exported scenario's router; one per workload here, so a plan with disaggregated
+        # groups keeps least-outstanding for its pooled prefill groups.
+        aggregated = bool(groups) and all(g.role == "aggregated" for g in groups)
+        router = default_router(w, "aggregated" if aggregated else "disaggregated")
         workloads.append(WorkloadSetting(name=w.name, router=router, groups=groups))
     return Deployment(workloads=tuple(workloads))
 

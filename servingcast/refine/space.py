@@ -329,9 +329,6 @@ def params_of(space: SearchSpace, deployment: Deployment) -> dict[str, Any]:
                 params[f"{prefix}/max_num_seqs"] = g.max_num_seqs
             if len(s.tokens_choices) > 1:
                 params[f"{prefix}/max_num_batched_tokens"] = g.max_num_batched_tokens
-    # Capacities only weight the groups' traffic; a slot keeps one (its first plan's).
-    skip = {"workloads": {"__all__": {"groups": {"__all__": {"capacity_per_instance_per_s"}}}}}
-    if _decode(space, _Sampler(None, params)).model_dump(exclude=skip) != \
-            deployment.model_dump(exclude=skip):
+    if not _decode(space, _Sampler(None, params)).same_groups(deployment):
         raise ValueError("the deployment is not reproduced by its parameters")
     return params

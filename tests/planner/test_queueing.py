@@ -10,7 +10,6 @@ from servingcast.planner.queueing import (
     md1_wait_quantile_s,
     mg1_mean_wait_s,
     mg1_wait_quantile_s,
-    mg1_wait_quantile_scalar_s,
     mg1_wait_tail,
     occupancy_quantile,
     rate_elasticity,
@@ -69,12 +68,9 @@ def test_approximation_against_simulated_md1() -> None:
         assert float(mg1_wait_quantile_s(q, 0.8, 1.0, 1.0)) == pytest.approx(sim, rel=0.08)
 
 
-def test_quantile_edges_and_scalar_version() -> None:
+def test_quantile_edges() -> None:
     assert float(mg1_wait_quantile_s(0.9, 0.05, 1.0, 1.0)) == 0.0   # idle 95% of the time
     assert math.isinf(float(mg1_wait_quantile_s(0.9, 1.0, 1.0, 1.0)))  # overloaded
-    for lam in (0.05, 0.5, 0.95, 1.2):
-        assert mg1_wait_quantile_scalar_s(0.9, lam, 1.0, 1.3) == pytest.approx(
-            float(mg1_wait_quantile_s(0.9, lam, 1.0, 1.3)))
     with pytest.raises(ValueError, match="quantile"):
         mg1_wait_quantile_s(1.0, 0.5, 1.0, 1.0)
 
