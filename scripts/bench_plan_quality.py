@@ -9,6 +9,10 @@ sustained / predicted, then the ratio's median, min and max and how many plans m
     python scripts/bench_plan_quality.py                 # shipped problems + 30 random ones
     python scripts/bench_plan_quality.py --random 10 --no-shipped --seed 3
     python scripts/bench_plan_quality.py --dump out/     # also write the random problems
+    python scripts/bench_plan_quality.py --only random-25 quickstart --runs 1
+
+Each rate is simulated ``--runs`` times (seeds 0, 1, 2 by default) and the attainment averaged
+(:mod:`servingcast.planner.simcheck`, "Runs").
 
 Targets (issue 8): every plan meets its target at its planned load; the ratio is within
 0.9-1.15 for every problem.
@@ -114,12 +118,12 @@ def random_family(count: int, seed: int) -> list[Problem]:
     return out
 
 
-def row(problem: Problem, search: bool) -> dict[str, Any]:
+def row(problem: Problem, search: bool, runs: int) -> dict[str, Any]:
     """Solve and simulate one problem."""
     t0 = time.perf_counter()
     plan = solve(problem, top_k=1, pareto_factors=None).plan
     t1 = time.perf_counter()
-    checks = check_plan(problem, plan, search=search)
+    checks = check_plan(problem, plan, search=search, runs=runs)
     planned = sum(c.planned_per_s for c in checks)
     predicted = sum(c.predicted_per_s for c in checks)
     sustained = (sum(c.sustained_per_s or 0.0 for c in checks) if search else None)
@@ -144,6 +148,10 @@ def main() -> int:
     parser.add_argument("--no-shipped", action="store_true", help="skip problems/*.yaml")
     parser.add_argument("--no-search", action="store_true",
                         help="only simulate at the planned load")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="seeds per simulated rate, attainment averaged (default 3)")
+    parser.add_argument("--only", nargs="*", default=[],
+                        help="keep only these problem names (shipped or random-NN)")
     parser.add_argument("--dump", type=Path, help="write the random problems to this folder")
     parser.add_argument("--skip", nargs="*", default=[],
                         help="shipped problem names to leave out")
@@ -159,13 +167,15 @@ def main() -> int:
             data = p.model_dump(mode="json", exclude_none=True)
             (args.dump / f"{p.name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     problems += family
+    if args.only:
+        problems = [p for p in problems if p.name in args.only]
     head = (f"{'problem':28} {'objective':11} {'mode':13} {'GPUs':>5} {'planned':>9} "
             f"{'predicted':>9} {'sim max':>9} {'ratio':>6} {'attain':>7} {'target':>6}  "
             f"{'time (s)':>8}  plan")
     print(head)
     rows = []
     for problem in problems:
-        r = row(problem, not args.no_search)
+        r = row(problem, not args.no_search, args.runs)
         rows.append(r)
         ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
         sustained = f"{r['sustained']:.3f}" if r["sustained"] is not None else "-"

@@ -4,14 +4,15 @@
 Order of work with ``--output DIR``, so that nothing is lost and nothing is clobbered:
 
 1. before any work: the folder's files (refused without ``--force`` unless this run resumes
-   the folder's study), the problem recorded there (``plan.json``, ``study.db``: another
+   the folder's study), the problem recorded there (``plan.json``, ``study.log``: another
    problem is refused without ``--force``), an exclusive lock on the folder (a second run on
    it is refused at once), and the study the refinement would use (another problem's, or
    other settings, refused);
-2. the MILP: its files are written and its report printed as soon as it is solved;
+2. the MILP: its files (with the ``deploy/`` launch files, :mod:`servingcast.deploy`) are
+   written and its report printed as soon as it is solved;
 3. the refinement: its report is printed and the files are rewritten with it (``plan.json``
-   gains its ``refined`` section, the scenarios describe the refined plan) — a refinement
-   that fails or is interrupted leaves the MILP's files in place.
+   gains its ``refined`` section, the scenarios and launch files describe the refined plan)
+   — a refinement that fails or is interrupted leaves the MILP's files in place.
 
 :mod:`servingcast.cli` wires :func:`solve_command` in as the ``servingcast-solve`` entry point
 (:func:`main`) and as ``servingcast solve``.
@@ -32,8 +33,8 @@ from servingcast._cli_common import debug_option, handle_errors
 from servingcast.errors import ConfigError, ServingcastError
 from servingcast.refine.cli_options import (
     REFINE_OUTPUT_FILES,
-    STUDY_FILE,
     RefineCli,
+    local_studies,
     refine_options,
     refine_plan,
     run_worker_command,
@@ -49,7 +50,6 @@ FINGERPRINT_KEY = "problem_fingerprint"
 def _recorded(output: Path) -> dict[str, tuple[str, str]]:
     """The problems the folder's results are for: fingerprint (or ``name:NAME`` when only a
     name is known) → (problem name, the file that says so)."""
-    from servingcast.refine.run import sqlite_url
     from servingcast.refine.study import recorded_problems
 
     out: dict[str, tuple[str, str]] = {}
@@ -62,13 +62,13 @@ def _recorded(output: Path) -> dict[str, tuple[str, str]]:
         if isinstance(data, dict) and data.get("problem"):
             key = data.get(FINGERPRINT_KEY) or f"name:{data['problem']}"
             out[str(key)] = (str(data["problem"]), "plan.json")
-    if (output / STUDY_FILE).is_file():
+    for file, storage in local_studies(output).items():
         try:
-            studies = recorded_problems(sqlite_url(output / STUDY_FILE))
+            studies = recorded_problems(storage)
         except ServingcastError:
             studies = {}
         for key, name in studies.items():
-            out.setdefault(key, (name, STUDY_FILE))
+            out.setdefault(key, (name, file))
     return out
 
 
@@ -85,7 +85,7 @@ def check_same_problem(output: Path, problem: Problem, force: bool) -> None:
             f"{output} holds the results or study of another problem: {seen}; this run is "
             f"problem {problem.name!r}. Nothing was done. To fix: choose another --output "
             "folder, or pass --force to replace its result files (the other problem's study "
-            "stays in its study.db)")
+            "stays in the folder's study file)")
 
 
 def _with_fingerprint(files: dict[str, bytes], problem: Problem) -> dict[str, bytes]:
@@ -96,6 +96,50 @@ def _with_fingerprint(files: dict[str, bytes], problem: Problem) -> dict[str, by
     data = json.loads(files["plan.json"])
     data[FINGERPRINT_KEY] = fingerprint(problem)
     return {**files, "plan.json": json.dumps(data, indent=2).encode()}
+
+
+def _engines(emit: str | None, output: Path | None) -> tuple[str, ...]:
+    """The launch files ``--emit`` asks for (none without ``--output``)."""
+    from servingcast.deploy import parse_emit
+
+    engines = parse_emit(emit)
+    if emit is not None and output is None:
+        raise ConfigError(f"--emit {emit} chooses the launch files written to --output DIR, "
+                          "and no --output was given. To fix: add --output DIR, or drop --emit")
+    return engines if output is not None else ()
+
+
+def _with_deploy(files: dict[str, bytes], engines: tuple[str, ...],
+                 problem: Problem) -> dict[str, bytes]:
+    """``files`` with their ``deploy/`` launch files (re)rendered from their scenarios."""
+    from servingcast.deploy import DEPLOY_DIR, node_sizes, render_deploy
+
+    kept = {k: v for k, v in files.items() if not k.startswith(f"{DEPLOY_DIR}/")}
+    return {**kept, **render_deploy(kept, engines, node_sizes(problem))}
+
+
+def _write(files: dict[str, bytes], output: Path, force: bool) -> list[str]:
+    """Write ``files`` (names may hold a folder: ``deploy/vllm/x.sh``) through
+    :func:`~servingcast._output.write_outputs`, one folder at a time; return what to report
+    (the ``deploy/`` files as one entry)."""
+    from servingcast._output import write_outputs
+
+    folders: dict[str, dict[str, bytes]] = {}
+    for name, data in files.items():
+        folder, _, base = name.rpartition("/")
+        folders.setdefault(folder, {})[base] = data
+    shown = []
+    for folder, members in folders.items():
+        written = write_outputs(members, output / folder if folder else output, force=force)
+        for path in written:
+            if path.suffix == ".sh":
+                path.chmod(0o755)  # the launch scripts run as they are
+        if not folder:
+            shown += [p.name for p in written]
+    nested = sum(len(m) for f, m in folders.items() if f)
+    if nested:
+        shown.append(f"{nested} launch files in deploy/")
+    return shown
 
 
 @click.command(name="solve", context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,24 +156,30 @@ def _with_fingerprint(files: dict[str, bytes], problem: Problem) -> dict[str, by
               show_default=True,
               help="Relative MIP gap of the best plan, e.g. 0.01 (the alternatives, single-mode "
                    "optima and Pareto points stop at 1% or this, whichever is larger).")
-@click.option("--no-pareto", is_flag=True, help="Skip the TPOT-limit sweep (faster).")
+@click.option("--no-pareto", is_flag=True,
+              help="Skip the Pareto sweeps of the TPOT and TTFT limits.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the report.")
+@click.option("--emit", "emit", default=None, metavar="KINDS",
+              help="Launch files written to DIR/deploy/ with --output: a comma-separated list "
+                   "of vllm, sglang, dynamo, k8s (default: all; none: no launch files), e.g. "
+                   "--emit vllm,k8s. deploy/bench.sh comes with any of them.")
 @refine_options
 @debug_option
 @handle_errors
 def solve_command(problem: Path, output: Path | None, force: bool, top_k: int,
                   time_limit_s: float, mip_gap: float, no_pareto: bool, as_json: bool,
-                  refine_cli: RefineCli) -> None:
+                  emit: str | None, refine_cli: RefineCli) -> None:
     """Find the deployment that serves the most traffic within the SLOs (or the demand at
     least cost) for the GPU pools and workloads in PROBLEM.
 
     Then the Optuna refinement simulates plans around the MILP's best ones (every trial a
     simulation) and keeps the one that holds its SLOs at the highest load; rerunning the same
-    command with the same --output resumes its study (DIR/study.db) and refreshes the files.
+    command with the same --output resumes its study (DIR/study.log) and refreshes the files.
 
     Example: servingcast-solve problems/quickstart.yaml --output out/
     """
-    from servingcast._output import check_output_dir, folder_lock, write_outputs
+    from servingcast._output import check_output_dir, folder_lock
+    from servingcast.deploy import DEPLOY_DIR
     from servingcast.planner.export import OUTPUT_FILES, render_outputs, result_dict
     from servingcast.planner.pareto import DEFAULT_FACTORS
     from servingcast.planner.planning import solve
@@ -139,6 +189,7 @@ def solve_command(problem: Path, output: Path | None, force: bool, top_k: int,
     from servingcast.refine.run import default_study_name
     from servingcast.refine.study import check_existing
 
+    engines = _engines(emit, output)
     spec = load_problem(problem)
     if refine_cli.worker:
         click.echo(run_worker_command(spec, refine_cli))
@@ -146,10 +197,11 @@ def solve_command(problem: Path, output: Path | None, force: bool, top_k: int,
     refine_cli.options(None)  # check the refinement's options before any work
     # Rerunning the same command resumes the study kept in DIR, whose results it refreshes.
     resuming = (output is not None and not refine_cli.no_refine
-                and refine_cli.storage is None and (output / STUDY_FILE).exists())
+                and refine_cli.storage is None and bool(local_studies(output)))
     with contextlib.ExitStack() as stack:
         if output is not None:  # 1. before any work
-            check_output_dir(output, (*OUTPUT_FILES, *REFINE_OUTPUT_FILES), force or resuming)
+            check_output_dir(output, (*OUTPUT_FILES, *REFINE_OUTPUT_FILES,
+                                      *((DEPLOY_DIR,) if engines else ())), force or resuming)
             stack.enter_context(folder_lock(output))
             check_same_problem(output, spec, force)
         if not refine_cli.no_refine:
@@ -167,15 +219,15 @@ def solve_command(problem: Path, output: Path | None, force: bool, top_k: int,
         files: dict[str, bytes] = {}
         written = []
         if output is not None:  # 2. the MILP's files, at once
-            files = _with_fingerprint(render_outputs(result), spec)
-            written = write_outputs(files, output, force=force or resuming)
+            files = _with_deploy(_with_fingerprint(render_outputs(result), spec), engines, spec)
+            written = _write(files, output, force=force or resuming)
         if not as_json:
             shown = result if refine_cli.no_refine else result.model_copy(update={
                 "refined": True,
                 "refinement": "Refinement: by simulation, below (the plan above is the MILP's)."})
             click.echo(format_result(shown))
             if written:
-                click.echo(f"Wrote {', '.join(p.name for p in written)} to {output}/")
+                click.echo(f"Wrote {', '.join(written)} to {output}/")
         try:  # 3. the refinement
             refined = refine_plan(spec, result, refine_cli, output)
         except (ServingcastError, KeyboardInterrupt):
@@ -185,8 +237,8 @@ def solve_command(problem: Path, output: Path | None, force: bool, top_k: int,
             raise
         updated = []
         if output is not None and refined is not None:
-            final = apply_refinement(files, refined)
-            updated = write_outputs(final, output, force=True)
+            final = _with_deploy(apply_refinement(files, refined), engines, spec)
+            updated = _write(final, output, force=True)
             for name in set(files) - set(final):  # e.g. the MILP plan's scenario files
                 (output / name).unlink(missing_ok=True)
         if as_json:
@@ -198,7 +250,7 @@ def solve_command(problem: Path, output: Path | None, force: bool, top_k: int,
             click.echo("")
             click.echo(format_refinement(refined))
             if updated:
-                click.echo(f"Updated {', '.join(p.name for p in updated)} in {output}/ with "
+                click.echo(f"Updated {', '.join(updated)} in {output}/ with "
                            "the refinement")
 
 

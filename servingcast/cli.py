@@ -13,7 +13,9 @@ from typing import Any
 import click
 
 from servingcast import __version__
+from servingcast._cli_calibrate import calibrate_command
 from servingcast._cli_common import debug_option, handle_errors
+from servingcast._cli_compare import compare_command
 from servingcast._cli_sim import simulate_command
 from servingcast._cli_solve import solve_command
 
@@ -154,17 +156,40 @@ def catalog(kind: str, as_json: bool) -> None:
 @main.command()
 @click.argument("csv_path", type=click.Path(path_type=Path), required=False)
 @click.option("--worst", type=int, default=5, show_default=True, help="Worst rows per use.")
+@click.option("--serving", is_flag=True, help="Reproduce MLPerf serving summaries through the "
+              "simulator instead (default CSV: serving_measurements.csv; a few minutes).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @debug_option
 @handle_errors
-def validate(csv_path: Path | None, worst: int) -> None:
+def validate(csv_path: Path | None, worst: int, serving: bool, as_json: bool) -> None:
     """Compare the cost model with published measurements (default: the bundled CSV)."""
+    import dataclasses
+    import json
+
     from servingcast.validation import compare, default_csv, format_report, read_rows
 
-    click.echo(format_report(compare(read_rows(csv_path or default_csv())), worst))
+    if serving:
+        from servingcast._validation_serving_format import (
+            format_serving_report,
+            serving_report_dict,
+        )
+        from servingcast.validation_serving import default_serving_csv, validate_serving
+
+        report = validate_serving(
+            read_rows(csv_path or default_serving_csv()),
+            progress=lambda run: click.echo(f"simulating {run.run_id} {run.label}", err=True))
+        click.echo(json.dumps(serving_report_dict(report), indent=2) if as_json
+                   else format_serving_report(report))
+        return
+    comparisons = compare(read_rows(csv_path or default_csv()))
+    click.echo(json.dumps([{**dataclasses.asdict(c), "error": c.error} for c in comparisons],
+                          indent=2) if as_json else format_report(comparisons, worst))
 
 
 main.add_command(simulate_command, "simulate")
 main.add_command(solve_command, "solve")
+main.add_command(calibrate_command, "calibrate")
+main.add_command(compare_command, "compare")
 
 if __name__ == "__main__":
     main()

@@ -140,5 +140,5 @@ def plan_from_allocation(problem: Problem, cands: dict[str, Candidate], alloc: A
 def _means(problem: Problem, workload: str) -> tuple[float, float]:
     from servingcast.planner.capacity import shape_of
 
-    shape = shape_of(problem.workload(workload))
+    shape = shape_of(problem.workload(workload), problem.engine)
     return shape.input_mean, shape.output_mean

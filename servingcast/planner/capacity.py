@@ -13,11 +13,15 @@ stages runs ``m = min(pp, b)`` micro-batches (vLLM's virtual engines) of ``β = 
 each, every one advancing once per ``τ = max(latency, m * interval)`` (:func:`iteration_cadence_s`).
 
 Batch sizes fluctuate: ``b`` below is the *mean* number of decoding requests, and
-``b_q = b + z_q √(b / ε)`` the ``q`` quantile of that occupancy, ``ε = d ln rate / d ln b``
-(:func:`~servingcast.planner.queueing.occupancy_quantile`: Poisson far from the instance's
-throughput knee, much wider near it). TPOT is checked at ``b_q`` (``TPOT_q``, the mean iteration
-with ``b_q`` decodes and their share of prefill), and the KV cache and ``max_num_seqs`` must hold
-``b_q`` sequences: the SLO then holds for a fraction ``q`` of the time, not only on average.
+``b_q = b + z_q √(b (1 + x) / ε) (1 + k (1/ε - 1))`` the ``q`` quantile of that occupancy,
+``ε = d ln rate / d ln b`` (:func:`~servingcast.planner.queueing.occupancy_quantile`: Poisson far
+from the instance's throughput knee, much wider near it; ``x`` the extra noise of prefill beside
+the decodes, aggregated only; ``k`` an empirical correction near the knee, ``KNEE_SPREAD``). The
+KV cache and ``max_num_seqs`` must hold ``b_q`` sequences. TPOT — a request's mean iteration over
+its life — is checked at ``b_T = b + (b_q - b) √g(ε)`` (``TPOT_q``, the mean iteration with
+``b_T`` decodes and their share of prefill; ``√g`` the spread of a life-long average,
+:func:`~servingcast.planner.queueing.lifetime_spread`): the SLO then holds for a fraction ``q``
+of the requests, not only on average.
 
 **Decode instance** (disaggregated). ``b`` such that ``b_q <= min(max_num_seqs, b_kv)``, where
 ``b_kv`` sequences of ``ceil(E[L] + E[O])`` tokens fit the KV cache::
@@ -61,8 +65,17 @@ other prompts' tokens up to the budget (the cost model is linear in the chunk's 
     rate(b)   = m · r / τ_avg
     S(L)      = L · τ_full / K'            (the prefill queue works through tokens at K'/τ_full)
     own(L)    = (ceil(L/K') - 1) τ_full + τ_dec + (r_L + ρ (K' - r_L)) / K' · (τ_full - τ_dec)
-    TTFT_q(b) = quantile_q(W + own(L))    (W: the M/G/1 wait at rate / m with E[S], E[S²])
+    TTFT_q(b) = max(quantile_q(W + own(L)),  (W: the M/G/1 wait at rate / m with E[S], E[S²])
+                    gated_q(b))              (gated batches: queueing item 9)
     capacity  = max { rate(b) : TPOT_q <= TPOT limit, TTFT_q <= TTFT limit, c < K' }
+
+The gated-batch TTFT: each iteration prefills the prompts that arrived during the previous one,
+with ``S = L κ`` of work each beside ``τ_dec``; a prompt waits out the iteration it arrived in
+and rides the next with the others — the M/G/1 token queue misses that everyone in a batch gets
+the first token at its end (on Llama-3.1-70B tp2 H200 at 65 % prefill load: mean TTFT 224 ms
+against the simulator's 223; the M/G/1 queue gave 203). Prefill work also shakes the batch:
+``x = (b √E[S²] / (n τ_dec))² / 2`` (one second of prefill removes ``b / (n τ_dec)``
+departures).
 
 where ``σ`` is the spread of a request's TPOT from the prefill that lands beside its decodes
 (prompts start as a Poisson stream; each prefill token adds ``κ = (τ_full - τ_dec) / K'``), with
@@ -92,9 +105,12 @@ from servingcast.costmodel.steady import (
     prefill_chunk_series,
 )
 from servingcast.costmodel.step import CostModel
+from servingcast.engines import Engine, mean_reserved_kv_tokens
 from servingcast.planner.lengths import length_max, length_points
 from servingcast.planner.problem import Workload
 from servingcast.planner.queueing import (
+    gated_batch_ttft_quantile_s,
+    lifetime_spread,
     occupancy_quantile,
     pooled_rates_per_s,
     rate_elasticity,
@@ -133,15 +149,21 @@ class Shape:
     total_max: int = 0
 
     @classmethod
-    def of(cls, workload: Workload) -> Shape:
-        """Quantile points and moments of ``workload``."""
+    def of(cls, workload: Workload, engine: Engine | None = None) -> Shape:
+        """Quantile points and moments of ``workload``; ``seq_len``, the KV tokens the cache
+        must hold per running request, also covers what ``engine`` reserves at admission
+        (:func:`servingcast.engines.mean_reserved_kv_tokens`: TensorRT-LLM's default reserves
+        prompt + output for a request's whole life)."""
         inp = length_points(workload.input_len)
         out = length_points(workload.output_len)
         o1, o2 = float(out.mean()), float((out**2).mean())
         i1 = float(inp.mean())
         in_max = length_max(workload.input_len)
+        seq_len = math.ceil(i1 + o1)
+        if engine is not None:
+            seq_len = max(seq_len, math.ceil(mean_reserved_kv_tokens(engine, i1, o1, o2)))
         return cls(inp, i1, float((inp**2).mean()), o1, max(o1 - 1.0, 1e-9),
-                   i1 + o2 / (2.0 * o1), math.ceil(i1 + o1),
+                   i1 + o2 / (2.0 * o1), seq_len,
                    per_slo_quantile(workload.slo.attainment),
                    in_max, in_max + length_max(workload.output_len))
 
@@ -158,9 +180,9 @@ class Shape:
 
 
 @functools.lru_cache(maxsize=256)
-def shape_of(workload: Workload) -> Shape:
-    """:meth:`Shape.of`, cached (workloads are frozen)."""
-    return Shape.of(workload)
+def shape_of(workload: Workload, engine: Engine | None = None) -> Shape:
+    """:meth:`Shape.of`, cached (workloads and engine configs are frozen)."""
+    return Shape.of(workload, engine)
 
 
 @dataclass(frozen=True)
@@ -208,15 +230,25 @@ class OperatingPoint:
 def _interp_at(rate: FloatArray, values: FloatArray, at: float) -> float:
     """``values`` at the first grid point where the running maximum of ``rate`` reaches ``at``,
     interpolated linearly from the point before it."""
+    j, w = _interp_index(rate, at)
+    return _interp_value(values[max(j - 1, 0)], values[j], w)
+
+
+def _interp_index(rate: FloatArray, at: float) -> tuple[int, float | None]:
+    """``(j, w)`` of :func:`_interp_at`: the grid point and the weight of the step to it from
+    the point before (None: the point itself)."""
     rate = np.maximum.accumulate(rate)
     if at <= rate[0]:
-        return float(values[0])
+        return 0, None
     j = int(np.searchsorted(rate, at))
     if j >= rate.size:
-        return float(values[-1])
+        return rate.size - 1, None
     lo, hi = rate[j - 1], rate[j]
-    w = (at - lo) / (hi - lo) if hi > lo else 1.0
-    return float(values[j - 1] + w * (values[j] - values[j - 1]))
+    return j, (at - lo) / (hi - lo) if hi > lo else 1.0
+
+
+def _interp_value(before: float, at_j: float, w: float | None) -> float:
+    return float(at_j if w is None else before + w * (at_j - before))
 
 
 class DecodeProfile:
@@ -326,19 +358,34 @@ class PrefillProfile:
     def group_rates(self, ttft_limit_s: float, max_count: int) -> FloatArray:
         """``f(n)`` for ``n = 1 … min(max_count, POOLED_EXACT)``: the largest rate a group of
         ``n`` instances serves with the TTFT percentile within the limit (and within what their
-        links send). Zero when a prompt alone misses the limit."""
+        links send). Zero when a prompt alone misses the limit. (:func:`solve_group_rates`
+        solves many profiles' at once, with the same result.)"""
         top = max(1, min(max_count, self.POOLED_EXACT))
         cached = self._groups.get(ttft_limit_s)
         if cached is None or cached.size < top:
             n = np.arange(1, top + 1, dtype=np.float64)
-            if not self.fits or self.service_q > ttft_limit_s:
-                rates = np.zeros_like(n)
-            else:
-                rates = pooled_rates_per_s(self.quantile, n, self.mean_s,
-                                           self.second_moment_s2, self.service, ttft_limit_s)
-                rates = np.minimum(np.maximum.accumulate(rates), n * self.nic_rate)
-            self._groups[ttft_limit_s] = cached = rates
+            queue = None
+            if self.serves(ttft_limit_s):
+                queue = pooled_rates_per_s(self.quantile, n, self.mean_s, self.second_moment_s2,
+                                           self.service, ttft_limit_s)
+            cached = self._keep_group_rates(ttft_limit_s, queue, top)
         return cached[:top]
+
+    def serves(self, ttft_limit_s: float) -> bool:
+        """Whether a prompt alone (at the attainment quantile) meets the limit."""
+        return self.fits and self.service_q <= ttft_limit_s
+
+    def _keep_group_rates(self, ttft_limit_s: float, queue: FloatArray | None,
+                          top: int) -> FloatArray:
+        """Cache ``f(1 … top)`` from the pooled queue's rates (None: zero), non-decreasing and
+        within the links."""
+        n = np.arange(1, top + 1, dtype=np.float64)
+        if queue is None:
+            rates = np.zeros_like(n)
+        else:
+            rates = np.minimum(np.maximum.accumulate(queue), n * self.nic_rate)
+        self._groups[ttft_limit_s] = rates
+        return rates
 
     def capacity(self, ttft_limit_s: float, tpot_limit_s: float) -> Capacity | Infeasible:
         """The largest rate of one instance whose TTFT percentile meets the limit (the TPOT
@@ -413,7 +460,8 @@ class AggregatedProfile:
         self.batch = b
         self.quantile = shape.quantile
         self._parts = (shape, micro, r, chunk, c_avg, piece)
-        self.tpot_mean = self.tpot = self.rate = self.ttft = self.max_batch = np.zeros(0)
+        self.tpot_mean = self.tpot = self.rate = self.max_batch = np.zeros(0)
+        self.prefill_share = self._ttft = self._tau_full = self._tau_dec = np.zeros(0)
 
     def complete(self, steps: FloatArray) -> None:
         """Take the cadences of :attr:`request` (see :func:`evaluate_profiles`)."""
@@ -423,44 +471,92 @@ class AggregatedProfile:
         tau_avg = tau_dec + c_avg / piece * (tau_piece - tau_dec)
         self.tpot_mean = tau_avg
         self.rate = micro * r / tau_avg
+        # Prefill work arrives with the prompts (compound Poisson, E[S²] = E[L²] κ² seconds²
+        # per prompt) and stalls every decode while it runs: one second of it removes
+        # b / (n τ_dec) departures. As noise on the departures it adds
+        # x = (b √E[S²] / (n τ_dec))² / 2 times the arrivals' and departures' own (queueing
+        # item 5), so the batch swings wider than with decodes alone.
+        kappa = (tau_full - tau_dec) / chunk
+        noise = 0.5 * (self.batch * kappa / (shape.decode_steps * tau_dec)) ** 2 * (
+            shape.input_sq_mean)
         self.max_batch, tpot_q = _quantile_tpot(self.batch, self.rate, tau_avg,
-                                                shape.quantile, self.top)
+                                                shape.quantile, self.top, noise)
         # A request's TPOT also depends on how much prefill lands beside its decodes: prompts
         # start as a Poisson stream (r per iteration), each prefill token adds
         # κ = (τ_full - τ_dec) / K' to an iteration, so over the n iterations of a request the
         # added time is compound Poisson with variance r n E[L²] κ² and the TPOT's standard
-        # deviation is √(r n E[L²]) κ / n. It adds to the batch's swing in quadrature.
-        kappa = (tau_full - tau_dec) / chunk
+        # deviation is √(r n E[L²]) κ / n. Each stall lengthens the request's life, during
+        # which more prompts arrive: the stalls form the busy period that the prompts of its
+        # life start, whose variance is 1 / (1 - ρ_p)³ times the work's (Takács: an M/G/1
+        # busy period started by work w has variance w λ E[S²] / (1 - ρ)³), ρ_p the prefill's
+        # share of the time. It adds to the batch's swing in quadrature.
+        rho_p = np.clip(c_avg / piece * (tau_piece - tau_dec) / tau_avg, 0.0, 0.95)
         sigma = np.sqrt(r * shape.decode_steps * shape.input_sq_mean) * kappa / (
-            shape.decode_steps)
+            shape.decode_steps) * (1.0 - rho_p) ** -1.5
         z = NormalDist().inv_cdf(shape.quantile)
         self.tpot = tau_avg + np.sqrt((tpot_q - tau_avg) ** 2 + (z * sigma) ** 2)
         self.prefill_share = c_avg / chunk
+        # TTFT is solved per batch size when first asked for (:meth:`ttft_at`: a capacity
+        # needs it only where TPOT holds); NaN until then, inf where prefill cannot keep up.
+        self._tau_full, self._tau_dec = tau_full, tau_dec
+        self._ttft = np.where(self.prefill_share < 1.0, np.nan, np.inf)
+
+    @property
+    def ttft(self) -> FloatArray:
+        """TTFT at the attainment quantile for every mean batch (module docstring)."""
+        return self.ttft_at(np.ones(self.batch.size, dtype=bool))
+
+    def ttft_at(self, rows: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> FloatArray:
+        """TTFT at the batches ``rows`` (a mask or indices), solved for those not yet known
+        (:func:`solve_ttft` solves many profiles' at once, with the same result)."""
+        todo = self._unsolved(rows)
+        if todo.size:
+            solve_ttft([(self, todo)])
+        return self._ttft[rows]
+
+    def pending_ttft(self, tpot_limit_s: float) -> npt.NDArray[np.intp]:
+        """The batches whose TTFT :meth:`capacity` needs at this TPOT limit (those within it)
+        and that are not solved yet: what to pass to :func:`solve_ttft` beforehand."""
+        return self._unsolved(self.tpot <= tpot_limit_s)
+
+    def _unsolved(self, rows: npt.NDArray[np.bool_] | npt.NDArray[np.intp]
+                  ) -> npt.NDArray[np.intp]:
+        wanted = np.zeros(self.batch.size, dtype=bool)
+        wanted[rows] = True
+        return np.flatnonzero(wanted & np.isnan(self._ttft))
+
+    def _ttft_queues(self, rows: npt.NDArray[np.intp]) -> tuple[FloatArray, ...]:
+        """For the batches ``rows``: the arrival rate, the token queue's ``E[S]``, ``E[S²]`` and
+        own times (M/G/1, queueing item 8), and the gated batches' ``τ_dec``, ``E[S]``,
+        ``E[S²]`` and own times (queueing item 9)."""
+        shape, _, r, chunk, _, _ = self._parts
+        tau_full, tau_dec, chunk = self._tau_full[rows], self._tau_dec[rows], chunk[rows]
+        arrivals = r[rows] / self.tpot_mean[rows]
+        kappa = (tau_full - tau_dec) / chunk
         per_token = tau_full / chunk
         # A prompt's own prefill: its full chunks, then a last iteration holding its remainder
         # and, with probability ρ (the prefill share), other prompts' tokens up to the budget.
         lens = shape.input_points[None, :]
-        k, rho = chunk[:, None], self.prefill_share[:, None]
+        k, rho = chunk[:, None], self.prefill_share[rows][:, None]
         full_chunks = np.ceil(lens / k) - 1.0
         rest = lens - full_chunks * k
         last = tau_dec[:, None] + (rest + rho * (k - rest)) / k * (tau_full - tau_dec)[:, None]
-        # TTFT: the token queue's wait (one server, M/G/1) plus the prompt's own prefill, over
-        # the prompt lengths (queueing item 8).
-        ttft = wait_plus_service_quantile_s(
-            shape.quantile, 1.0, r / tau_avg, shape.input_mean * per_token,
-            shape.input_sq_mean * per_token**2, full_chunks * tau_full[:, None] + last)
-        self.ttft = np.where(self.prefill_share < 1.0, ttft, np.inf)
+        own = full_chunks * tau_full[:, None] + last
+        pure = full_chunks * tau_full[:, None] + tau_dec[:, None] + rest * kappa[:, None]
+        return (arrivals, shape.input_mean * per_token, shape.input_sq_mean * per_token**2, own,
+                tau_dec, shape.input_mean * kappa, shape.input_sq_mean * kappa**2, pure)
 
     def capacity(self, ttft_limit_s: float, tpot_limit_s: float) -> Capacity | Infeasible:
         """The largest rate meeting both limits (module docstring)."""
         if self.batch.size == 0:
             return Infeasible("kv_cache", 0.0)
         tpot_ok = self.tpot <= tpot_limit_s
-        ttft_ok = self.ttft <= ttft_limit_s
-        ok = tpot_ok & ttft_ok
+        ok = tpot_ok.copy()
+        ok[tpot_ok] = self.ttft_at(tpot_ok) <= ttft_limit_s
         if not ok.any():
             if self.tpot_mean[0] > tpot_limit_s:
                 return Infeasible("tpot", float(self.tpot_mean[0]))
+            ttft_ok = self.ttft <= ttft_limit_s
             if np.isfinite(self.tpot).any() and not (ttft_ok & np.isfinite(self.tpot)).any():
                 return Infeasible("ttft", float(np.min(self.ttft)))
             if not np.isfinite(self.tpot).any():
@@ -477,27 +573,113 @@ class AggregatedProfile:
         else:
             limit = "token_budget"
         return Capacity(float(self.rate[j]), float(self.batch[j]), float(self.max_batch[j]),
-                        float(self.ttft[j]), float(self.tpot[j]), limit)
+                        float(self._ttft[j]), float(self.tpot[j]), limit)
 
     def at_rate(self, rate_per_s: float) -> OperatingPoint:
         """Batch, TTFT percentile and TPOT at a planned load."""
+        j, w = _interp_index(self.rate, rate_per_s)
+        ttft = self.ttft_at(np.array([max(j - 1, 0), j]))
         return OperatingPoint(rate_per_s, _interp_at(self.rate, self.batch, rate_per_s),
-                              _interp_at(self.rate, self.ttft, rate_per_s),
+                              _interp_value(float(ttft[0]), float(ttft[1]), w),
                               _interp_at(self.rate, self.tpot, rate_per_s),
                               _interp_at(self.rate, self.tpot_mean, rate_per_s))
 
 
+#: Batch sizes solved together by :func:`solve_ttft` (fewer, larger calls pay numpy's
+#: per-call overhead less often; larger arrays fall out of the CPU caches).
+_TTFT_BLOCK = 2048
+
+
+def solve_ttft(requests: Sequence[tuple[AggregatedProfile, npt.NDArray[np.intp]]]) -> None:
+    """Solve the TTFT of aggregated profiles at the batches asked for: the token queue's wait
+    (one server, M/G/1) plus the prompt's own prefill, over the prompt lengths (queueing item
+    8) — or, whichever is longer, the engine's gated batches: a prompt rides the iteration
+    after the one it arrived in, with every prompt that arrived during that one (queueing item
+    9). Vectorised over blocks of ``_TTFT_BLOCK`` batches of any profiles with the same
+    attainment quantile and prompt grid; each batch size is solved on its own, so the result
+    does not depend on what is solved beside it."""
+    groups: dict[tuple[float, int], list[tuple[AggregatedProfile, npt.NDArray[np.intp]]]] = {}
+    for profile, rows in requests:
+        key = (profile.quantile, profile._parts[0].input_points.size)
+        for start in range(0, rows.size, _TTFT_BLOCK):
+            groups.setdefault(key, []).append((profile, rows[start:start + _TTFT_BLOCK]))
+    for (quantile, _), pieces in groups.items():
+        block: list[tuple[AggregatedProfile, npt.NDArray[np.intp]]] = []
+        size = 0
+        for i, (profile, rows) in enumerate(pieces):
+            block.append((profile, rows))
+            size += rows.size
+            if size >= _TTFT_BLOCK or i == len(pieces) - 1:
+                _solve_ttft_block(quantile, block)
+                block, size = [], 0
+
+
+def _solve_ttft_block(quantile: float,
+                      block: list[tuple[AggregatedProfile, npt.NDArray[np.intp]]]) -> None:
+    parts = [profile._ttft_queues(rows) for profile, rows in block]
+    lam, es, es2, own, tau_dec, work, work2, pure = (
+        np.concatenate([p[i] for p in parts]) for i in range(8))
+    mg1 = wait_plus_service_quantile_s(quantile, 1.0, lam, es, es2, own)
+    gated = gated_batch_ttft_quantile_s(quantile, lam, tau_dec, work, work2, pure)
+    ttft = np.maximum(mg1, gated)
+    start = 0
+    for profile, rows in block:
+        profile._ttft[rows] = ttft[start:start + rows.size]
+        start += rows.size
+
+
+def solve_group_rates(requests: Sequence[tuple[PrefillProfile, float, int]]) -> None:
+    """:meth:`PrefillProfile.group_rates` of many ``(profile, TTFT limit, largest group)`` at
+    once: one vectorised pooled-queue solve per attainment quantile and prompt grid, and one set
+    of rows for profiles whose queues are the same (same service times and limit: a token
+    budget above the longest prompt changes nothing). The caches then answer ``group_rates``
+    with exactly what it would compute alone."""
+    todo: dict[tuple[object, ...], list[tuple[PrefillProfile, float, int]]] = {}
+    for profile, limit, count in requests:
+        top = max(1, min(count, profile.POOLED_EXACT))
+        cached = profile._groups.get(limit)
+        if cached is not None and cached.size >= top:
+            continue
+        if not profile.serves(limit):
+            profile._keep_group_rates(limit, None, top)
+            continue
+        key = (profile.quantile, profile.service.size, limit, profile.mean_s,
+               profile.second_moment_s2, profile.service.tobytes())
+        todo.setdefault(key, []).append((profile, limit, top))
+    batches: dict[tuple[object, ...], list[list[tuple[PrefillProfile, float, int]]]] = {}
+    for queue, same in todo.items():
+        batches.setdefault(queue[:2], []).append(same)
+    for queues in batches.values():
+        first = [same[0][0] for same in queues]
+        tops = np.array([max(top for _, _, top in same) for same in queues])
+        servers = np.arange(1, tops.max() + 1, dtype=np.float64)[None, :]
+        rates = pooled_rates_per_s(  # no servers (and no solve) past each queue's largest group
+            first[0].quantile, np.where(servers <= tops[:, None], servers, 0.0),
+            np.array([p.mean_s for p in first])[:, None],
+            np.array([p.second_moment_s2 for p in first])[:, None],
+            np.stack([p.service for p in first])[:, None, :],
+            np.array([same[0][1] for same in queues])[:, None])
+        for row, same in zip(rates, queues, strict=True):
+            for profile, limit, top in same:
+                profile._keep_group_rates(limit, row[:top], top)
+
+
 def _quantile_tpot(batch: FloatArray, rate: FloatArray, tau: FloatArray, quantile: float,
-                   top: float) -> tuple[FloatArray, FloatArray]:
+                   top: float, extra_noise: FloatArray | float = 0.0
+                   ) -> tuple[FloatArray, FloatArray]:
     """``(b_q, TPOT_q)`` along the batch grid: the batch quantile of a steady state of mean ``b``
-    (:func:`occupancy_quantile` with the rate's elasticity) and the cadence at it (the mean
-    iteration of ``b_q`` decodes and their share of prefill; inf when ``b_q`` exceeds ``top``,
-    the most the instance holds)."""
+    (:func:`occupancy_quantile` with the rate's elasticity; what the KV cache and
+    ``max_num_seqs`` must hold) and the TPOT quantile: the cadence at the batch a request sees
+    on average over its life (:func:`~servingcast.planner.queueing.lifetime_spread`), the mean
+    iteration of that many decodes and their share of prefill; inf when ``b_q`` exceeds
+    ``top``, the most the instance holds."""
     if batch.size == 0:
         return batch, batch
-    bq = occupancy_quantile(batch, quantile, rate_elasticity(batch, rate))
+    elasticity = rate_elasticity(batch, rate)
+    bq = occupancy_quantile(batch, quantile, elasticity, extra_noise)
+    seen = batch + (bq - batch) * lifetime_spread(elasticity)
     inside = bq <= min(top, float(batch[-1]))
-    return bq, np.where(inside, np.interp(np.where(inside, bq, batch), batch, tau), np.inf)
+    return bq, np.where(inside, np.interp(np.where(inside, seen, batch), batch, tau), np.inf)
 
 
 def _concat(*parts: BatchStats) -> BatchStats:
@@ -530,4 +712,4 @@ def evaluate_profiles(cm: CostModel, profiles: Sequence[Profile]) -> None:
 
 __all__ = ["AggregatedProfile", "Capacity", "DecodeProfile", "Infeasible", "OperatingPoint",
            "PrefillProfile", "Profile", "Shape", "StepRequest", "evaluate_profiles",
-           "shape_of"]
+           "shape_of", "solve_group_rates", "solve_ttft"]

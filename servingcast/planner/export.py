@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from servingcast.errors import ConfigError
-from servingcast.planner.pareto import pareto_csv, pareto_png
+from servingcast.planner.pareto import pareto_csv, pareto_json, pareto_png
 from servingcast.planner.plan import InstanceGroup, Plan
 from servingcast.planner.problem import Problem, Workload
 from servingcast.workload import FixedLength
@@ -86,7 +87,8 @@ def to_scenario(problem: Problem, plan: Plan, workload: str | None = None,
     instance, so they can be checked apart). The KV-transfer link is the slowest prefill or
     decode instance's, and each group's own ``network_bandwidth`` is its instances' link: the
     per-GPU bandwidth (``network.bandwidth_per_gpu``, else the pool hardware's inter-node link)
-    times its GPUs.
+    times its GPUs. A problem's ``engine`` other than vLLM becomes the scenario's ``engine``
+    (the groups' limits are the plan's, so only the engine's scheduling policy applies).
     """
     names = [w.name for w in plan.workloads]
     if workload is None:
@@ -132,6 +134,15 @@ def to_scenario(problem: Problem, plan: Plan, workload: str | None = None,
     scenario: dict[str, Any] = {"model": w.model, "precision": w.precision}
     if w.kv_cache_dtype is not None:
         scenario["kv_cache_dtype"] = w.kv_cache_dtype
+    engine = problem.engine
+    if engine.kind != "vllm":  # every group runs the problem's engine
+        options = engine.model_dump(mode="json", exclude_defaults=True)
+        if engine.kind == "sglang":
+            # The capacity model plans mixed iterations (a prefill chunk beside the decodes),
+            # SGLang's --enable-mixed-chunk, which the launch files turn on; its default
+            # prefill-first iterations are not modelled.
+            options["enable_mixed_chunk"] = True
+        scenario["engine"] = {"kind": engine.kind, **options} if options else engine.kind
     scenario["instance_groups"] = entries
     scenario["router"] = {"kind": default_router(w, part)}
     if part == "disaggregated":
@@ -161,11 +172,31 @@ def to_scenario(problem: Problem, plan: Plan, workload: str | None = None,
 PartRenderer = Callable[[str, str, float, bool], tuple[dict[str, Any], str]]
 
 
-def plan_scenario_files(plan: Plan, render: PartRenderer, label: str) -> dict[str, str]:
+def hardware_files(problem: Problem) -> dict[str, tuple[str, str]]:
+    """The devices of ``problem``'s pools that come from a YAML file of the user's (e.g. from
+    ``servingcast calibrate``), by name: ``(file name, YAML)``. The output folder gets a copy
+    (``hardware-<name>.yaml``) and its scenarios point at it, so ``servingcast-simulate`` runs
+    them in a fresh process and the folder holds no absolute path."""
+    out: dict[str, tuple[str, str]] = {}
+    for pool in problem.pools:
+        if Path(pool.hardware).suffix in (".yaml", ".yml"):
+            spec = pool.spec
+            text = (f"# {spec.name}: copied from the problem's hardware file "
+                    f"{Path(pool.hardware).name} by servingcast-solve.\n"
+                    + yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, width=100))
+            out[spec.name] = (f"hardware-{spec.name}.yaml", text)
+    return out
+
+
+def plan_scenario_files(plan: Plan, render: PartRenderer, label: str,
+                        problem: Problem | None = None) -> dict[str, str]:
     """Name and assemble the scenario files of ``plan``, each part rendered by ``render``:
     ``scenario.yaml`` when the plan is one workload in one mode; otherwise
     ``scenario-<workload>[-<mode>].yaml`` for each part, and ``scenario.yaml`` repeating the part
-    of the first workload that carries the most traffic. ``label`` names the plan in comments."""
+    of the first workload that carries the most traffic. ``label`` names the plan in comments.
+    With ``problem``, devices from the user's own files are copied next to the scenarios
+    (:func:`hardware_files`)."""
+    devices = hardware_files(problem) if problem is not None else {}
     parts: list[tuple[str, str, float]] = []
     for wp in plan.workloads:
         if wp.aggregated_rate_per_s > 0:
@@ -176,13 +207,17 @@ def plan_scenario_files(plan: Plan, render: PartRenderer, label: str) -> dict[st
     files: dict[str, str] = {}
     for name, mode, rate in parts:
         data, header = render(name, mode, rate, name in mixed)
+        for group in data.get("instance_groups", []):
+            if group.get("hardware") in devices:
+                group["hardware"] = devices[group["hardware"]][0]
         suffix = f"-{mode}" if name in mixed else ""
         files[f"scenario-{name}{suffix}.yaml"] = header + yaml.safe_dump(
             data, sort_keys=False, width=100)
     if not files:
         return {}
+    copies = {file: text for file, text in devices.values()}
     if len(files) == 1:
-        return {"scenario.yaml": next(iter(files.values()))}
+        return {"scenario.yaml": next(iter(files.values())), **copies}
     first = parts[0][0]
     main = max((p for p in parts if p[0] == first), key=lambda p: p[2])
     suffix = f"-{main[1]}" if first in mixed else ""
@@ -190,7 +225,7 @@ def plan_scenario_files(plan: Plan, render: PartRenderer, label: str) -> dict[st
     files["scenario.yaml"] = (f"# One of several scenarios of {label} ({others}); this one "
                               "repeats the busiest part of the first workload.\n"
                               + files[f"scenario-{first}{suffix}.yaml"])
-    return files
+    return {**files, **copies}
 
 
 def scenario_files(problem: Problem, plan: Plan) -> dict[str, str]:
@@ -204,7 +239,7 @@ def scenario_files(problem: Problem, plan: Plan) -> dict[str, str]:
                   "# Check it with: servingcast-simulate <this file>\n")
         return to_scenario(problem, plan, name, mode), header
 
-    return plan_scenario_files(plan, render, "this plan")
+    return plan_scenario_files(plan, render, "this plan", problem)
 
 
 def result_dict(result: PlanningResult) -> dict[str, Any]:
@@ -214,7 +249,7 @@ def result_dict(result: PlanningResult) -> dict[str, Any]:
         "alternatives": [a.to_dict() for a in result.alternatives],
         "aggregated_only": _comparison(result.aggregated_only),
         "disaggregated_only": _comparison(result.disaggregated_only),
-        "pareto": [p.model_dump(mode="json") for p in result.pareto],
+        "pareto": pareto_json(result.pareto),
     }
 
 
@@ -238,7 +273,8 @@ def render_outputs(result: PlanningResult) -> dict[str, bytes]:
     """Every output file's name and bytes (nothing is written)."""
     problem, plan = result.problem, result.plan
     files: dict[str, bytes] = {
-        "plan.json": json.dumps(plan_json_dict(result), indent=2).encode(),
+        "plan.json": json.dumps({**plan_json_dict(result), "pareto": pareto_json(result.pareto)},
+                                indent=2).encode(),
         "alternatives.json": json.dumps({
             "alternatives": [a.to_dict() for a in result.alternatives],
             "aggregated_only": _comparison(result.aggregated_only),
@@ -246,9 +282,8 @@ def render_outputs(result: PlanningResult) -> dict[str, bytes]:
         }, indent=2).encode(),
         "pareto.csv": pareto_csv(result.pareto).encode(),
     }
-    chosen = next((p for p in result.pareto if p.tpot_factor == 1.0), None)
     files["pareto.png"] = pareto_png(
-        result.pareto, f"{problem.name}: tokens/s per GPU vs per user (TPOT limit swept)", chosen)
+        result.pareto, f"{problem.name}: output tokens/s per GPU, per mode, as the SLO limits vary")
     for name, text in scenario_files(problem, plan).items():
         files[name] = text.encode()
     return files

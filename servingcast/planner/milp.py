@@ -11,7 +11,9 @@ Notation::
 
 Variables::
 
-    n_c ∈ ℤ≥0    instances of candidate c          (instances[c])
+    n_c ∈ ℤ≥0    instances of candidate c, n_c ≤ U_c  (instances[c]; U_c = G_p // g_c; in a large
+                 model, with a demand, the fewest instances of c that serve d_w alone:
+                 instance_bound)
     y_p ∈ ℤ≥0    nodes of pool p given to instances smaller than a node  (small_nodes[p])
     x_w ≥ 0      served rate; a_w ≥ 0 its aggregated part, z_w ≥ 0 its disaggregated part
 
@@ -60,18 +62,21 @@ Constraints::
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import highspy
+import numpy as np
 import pyomo.core as pyo
 from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondition
 from pyomo.contrib.solver.solvers.highs import Highs
 
 from servingcast.errors import SolverError
-from servingcast.planner.candidates import Candidate
+from servingcast.planner.candidates import LARGE_MILP, Candidate
 from servingcast.planner.plan import Plan, SolverReport, SolveStatus
 from servingcast.planner.problem import Problem
 
@@ -94,17 +99,38 @@ class PlanModel:
     alternatives: bool = False
     cuts: int = 0
     solver: Any = field(default=None, repr=False)
+    large: bool = False
+    """At least ``LARGE_MILP`` candidates: instance counts bounded by the demands, and each stage
+    of :func:`solve_model` started from the previous stage's solution."""
+    patience: tuple[float, float] | None = None
+    """While :func:`solve_model` runs: ``(when, gap)`` of its ``patience_s`` (:class:`_Highs`)."""
 
 
 # -- build -------------------------------------------------------------------------------------
 
 
+def instance_bound(c: Candidate, problem: Problem, by_demand: bool = True) -> int:
+    """``U_c``, the most instances of ``c`` a plan can use to some purpose: ``G_p // g_c``, and
+    (``by_demand``) for a workload with a demand ``d_w`` no more than the fewest that serve it
+    alone (``f_c(n) >= d_w``; more would serve nothing more, since ``x_w <= d_w``, and cost
+    more)."""
+    most = problem.pool(c.config.pool).count // c.gpus
+    demand = problem.workload(c.config.workload).demand_per_s
+    if not by_demand or demand is None or most <= 1 or c.group_rate(most) < demand:
+        return most
+    lo, hi = 0, most  # f_c(lo) < demand <= f_c(hi); f_c grows with n
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if c.group_rate(mid) >= demand else (mid, hi)
+    return hi
+
+
 def add_instance_counts(m: pyo.ConcreteModel, cands: dict[str, Candidate],
-                        problem: Problem) -> None:
-    """Variables ``instances[c] ∈ ℤ≥0`` bounded by ``G_p // g_c``, and the rate variables."""
+                        most: dict[str, int]) -> None:
+    """Variables ``instances[c] ∈ ℤ≥0`` bounded by ``most[c]``, ``U_c``
+    (:func:`instance_bound`), and the rate variables."""
     def bounds(_: Any, key: str) -> tuple[int, int]:
-        c = cands[key]
-        return 0, problem.pool(c.config.pool).count // c.gpus
+        return 0, most[key]
 
     m.instances = pyo.Var(m.C, domain=pyo.NonNegativeIntegers, bounds=bounds)
     m.served_rate = pyo.Var(m.W, domain=pyo.NonNegativeReals)
@@ -204,10 +230,10 @@ def pooled_segments(c: Candidate, max_count: int) -> list[tuple[int, int, float,
 
 
 def add_pooled_prefill(m: pyo.ConcreteModel, cands: dict[str, Candidate],
-                       problem: Problem) -> None:
+                       most: dict[str, int]) -> None:
     """5. The pooled prefill capacity ``f_c(n_c)`` of each prefill candidate (module docstring),
-    as the expression ``prefill_capacity[c]``."""
-    segments = {k: pooled_segments(c, problem.pool(c.config.pool).count // c.gpus)
+    as the expression ``prefill_capacity[c]``, for groups of at most ``most[c]``."""
+    segments = {k: pooled_segments(c, most[k])
                 for k, c in cands.items() if c.config.role == "prefill"}
     index = [(k, level) for k, segs in segments.items() for level, *_ in segs]
     m.PL = pyo.Set(initialize=index, dimen=2, ordered=True)
@@ -283,14 +309,12 @@ def add_demand(m: pyo.ConcreteModel, problem: Problem) -> None:
             capped, rule=lambda _, w: m.served_rate[w] >= m.demand_share * demand[w])
 
 
-def add_usage_indicators(m: pyo.ConcreteModel, cands: dict[str, Candidate],
-                         problem: Problem) -> None:
+def add_usage_indicators(m: pyo.ConcreteModel, most: dict[str, int]) -> None:
     """8. ``instances_le_used[c]: n_c ≤ U_c u_c`` with binary ``used[c]`` (for alternatives)."""
     m.used = pyo.Var(m.C, domain=pyo.Binary)
 
     def rule(_: Any, key: str) -> Any:
-        c = cands[key]
-        return m.instances[key] <= problem.pool(c.config.pool).count // c.gpus * m.used[key]
+        return m.instances[key] <= most[key] * m.used[key]
 
     m.instances_le_used = pyo.Constraint(m.C, rule=rule)
     m.plan_differs = pyo.ConstraintList()
@@ -311,25 +335,27 @@ def build_model(problem: Problem, candidates: Sequence[Candidate],
     """Assemble the MILP of the module docstring for ``candidates`` (no objective yet: the
     objective depends on the solve stage, see :func:`solve_model`)."""
     cands = {c.key: c for c in candidates}
+    large = len(cands) >= LARGE_MILP
+    most = {k: instance_bound(c, problem, by_demand=large) for k, c in cands.items()}
     priced = all(p.price is not None for p in problem.pools)
     m = pyo.ConcreteModel(name=problem.name)
     m.C = pyo.Set(initialize=list(cands), ordered=True)
     m.W = pyo.Set(initialize=[w.name for w in problem.workloads], ordered=True)
     m.P = pyo.Set(initialize=[p.name for p in problem.pools], ordered=True)
-    add_instance_counts(m, cands, problem)
+    add_instance_counts(m, cands, most)
     add_gpu_budget(m, cands, problem)
     add_whole_nodes(m, cands, problem)
     add_rate_split(m)
     add_aggregated_capacity(m, cands)
-    add_pooled_prefill(m, cands, problem)
+    add_pooled_prefill(m, cands, most)
     add_disaggregated_capacity(m, cands)
     add_kv_fabric(m, cands, problem)
     add_demand(m, problem)
     if alternatives:
-        add_usage_indicators(m, cands, problem)
+        add_usage_indicators(m, most)
     add_objective_terms(m, cands, problem, priced)
     m.stage = pyo.Block()
-    return PlanModel(m, problem, cands, "$/h" if priced else "GPUs", alternatives)
+    return PlanModel(m, problem, cands, "$/h" if priced else "GPUs", alternatives, large=large)
 
 
 def exclude_plan(pm: PlanModel, used_keys: Sequence[str]) -> None:
@@ -363,6 +389,68 @@ def _status(termination: TerminationCondition, solution: SolutionStatus) -> Solv
     return SolveStatus.ERROR
 
 
+class _Highs(Highs):  # type: ignore[misc]  # Pyomo ships no type information
+    """Pyomo's persistent HiGHS interface with two things it has no way to set, both for the
+    next solve only:
+
+    * ``start``, pairs of a variable and its value: a MIP start. A stage's start is the previous
+      stage's solution, feasible for it (the stages only add constraints that solution meets):
+      HiGHS begins with that incumbent instead of searching for one;
+    * ``patience``, ``(when, gap)``: past ``time.perf_counter()`` ``when``, HiGHS stops as soon as
+      its gap is within ``gap``, through its MIP interrupt callback. The callback answers every
+      call (HiGHS keeps an interrupt it was given for its next run), before Pyomo's own
+      keyboard-interrupt handler, which can still stop a solve.
+
+    With a Pyomo or highspy that lacks the attributes used here, HiGHS solves without them."""
+
+    start: list[tuple[Any, float]] | None = None
+    patience: tuple[float, float] | None = None
+    _now: tuple[float, float] | None = None
+    _stopped = False
+
+    def _solve(self) -> Any:
+        start, self.start = self.start, None
+        self._now, self.patience, self._stopped = self.patience, None, False
+        highs: Any = getattr(self, "_solver_model", None)
+        columns = getattr(self, "_pyomo_var_to_solver_var_map", None)
+        if start and highs is not None and isinstance(columns, dict):
+            values = np.zeros(highs.getNumCol())
+            for var, value in start:
+                column = columns.get(id(var))
+                if column is not None:
+                    values[column] = value
+            solution = highspy.HighsSolution()
+            solution.col_value = values
+            solution.value_valid = True
+            highs.setSolution(solution)
+        hook: Any = getattr(highs, "cbMipInterrupt", None)
+        if hasattr(hook, "subscribe") and not getattr(highs, "_servingcast_patience", False):
+            hook.subscribe(self._patience)  # the first subscriber, before Pyomo's
+            highs._servingcast_patience = True
+        # Pyomo does not know HiGHS's "interrupted" status: it logs a warning and says
+        # "unknown"; an interruption of ours is said so, without the warning.
+        log = logging.getLogger(Highs.__module__)
+
+        def quiet(record: logging.LogRecord) -> bool:
+            return not (self._stopped and "unhandled" in record.getMessage())
+
+        log.addFilter(quiet)
+        try:
+            results = super()._solve()
+        finally:
+            log.removeFilter(quiet)
+        if self._stopped and results.termination_condition == TerminationCondition.unknown:
+            results.termination_condition = TerminationCondition.interrupted
+        return results
+
+    def _patience(self, event: Any) -> None:
+        now = self._now
+        stop = (now is not None and time.perf_counter() >= now[0]
+                and event.data_out.mip_gap <= now[1])
+        self._stopped = self._stopped or stop
+        event.interrupt(stop)
+
+
 @dataclass
 class _Stage:
     status: SolveStatus
@@ -372,22 +460,43 @@ class _Stage:
     time_s: float
 
 
-def _run(pm: PlanModel, expr: Any, sense: Any, deadline: float, mip_gap: float) -> _Stage:
+#: HiGHS's MIP feasibility tolerance for a second try when it rejects its own optimum.
+MIP_RETRY_TOL = 1e-5
+
+
+def _run(pm: PlanModel, expr: Any, sense: Any, deadline: float, mip_gap: float,
+         warm: bool = False) -> _Stage:
+    """Solve for ``expr``; ``warm``: start from the values loaded in the model (the previous
+    stage's solution). With ``pm.patience``, HiGHS stops within its gap once past its time."""
     m = pm.model
     if hasattr(m.stage, "objective"):
         m.stage.del_component("objective")
     m.stage.objective = pyo.Objective(expr=expr, sense=sense)
     if pm.solver is None:
-        pm.solver = Highs()
+        pm.solver = _Highs()
+    if warm:
+        pm.solver.start = [(v, v.value) for v in m.component_data_objects(pyo.Var)
+                           if v.value is not None]
+    if pm.patience is not None and pm.patience[1] > mip_gap:
+        pm.solver.patience = pm.patience
     left = max(0.01, deadline - time.perf_counter())
     start = time.perf_counter()
     try:
         res = pm.solver.solve(m, time_limit=left, rel_gap=mip_gap, load_solutions=False,
                               raise_exception_on_nonoptimal_result=False)
+        status = _status(res.termination_condition, res.solution_status)
+        if status == SolveStatus.ERROR:
+            # HiGHS rejects its own optimum when a row is off by about its tolerance (1e-6:
+            # "MIP solver claims optimality, but with ... primal infeasibilities"; capacities
+            # span 1e-3 to 1e5 req/s). Once more, with 1e-5.
+            left = max(0.01, deadline - time.perf_counter())
+            res = pm.solver.solve(m, time_limit=left, rel_gap=mip_gap, load_solutions=False,
+                                  raise_exception_on_nonoptimal_result=False,
+                                  solver_options={"mip_feasibility_tolerance": MIP_RETRY_TOL})
+            status = _status(res.termination_condition, res.solution_status)
     except Exception as exc:  # HiGHS or Pyomo failure: report it, with the solver's words
         raise SolverError(f"HiGHS failed: {exc}. To fix: rerun with --debug and report it") \
             from exc
-    status = _status(res.termination_condition, res.solution_status)
     if status.has_solution:
         res.solution_loader.load_vars()
     return _Stage(status, res.termination_condition.name, res.incumbent_objective,
@@ -409,10 +518,19 @@ def _gap(objective: float | None, bound: float | None) -> float | None:
     return abs(bound - objective) / max(abs(objective), 1e-9)
 
 
-def solve_model(pm: PlanModel, time_limit_s: float = 30.0, mip_gap: float = 1e-3) -> SolverReport:
+def solve_model(pm: PlanModel, time_limit_s: float = 30.0, mip_gap: float = 1e-3,
+                progress: Callable[[str], None] | None = None,
+                patience_s: float | None = None,
+                patience_gap: float = COST_STAGE_GAP) -> SolverReport:
     """Solve ``pm`` for the problem's objective (module docstring); the solution stays loaded in
     the model for :func:`extract_plan`. The report's gap and bound are the main objective's
-    (goodput, cost, or the goodput per dollar).
+    (goodput, cost, or the goodput per dollar). ``progress`` receives a line per stage. In a
+    large model each stage after the first starts from the previous one's solution
+    (:class:`_Highs`).
+
+    Each stage stops within ``mip_gap`` or at ``time_limit_s`` (all stages together); past
+    ``patience_s`` (if given, all stages together) also as soon as it is within
+    ``patience_gap``: the report then says ``feasible`` with the gap reached.
 
     ``max_goodput`` runs up to three lexicographic stages: (a) with several workloads and some
     demands, the largest share ``φ`` of every demand served together (demands first); (b) the
@@ -421,36 +539,46 @@ def solve_model(pm: PlanModel, time_limit_s: float = 30.0, mip_gap: float = 1e-3
     ``COST_STAGE_GAP``.
     """
     m = pm.model
-    deadline = time.perf_counter() + time_limit_s
+    say = progress or (lambda _: None)
+    started = time.perf_counter()
+    deadline = started + time_limit_s
+    pm.patience = (None if patience_s is None or patience_s >= time_limit_s
+                   else (started + patience_s, patience_gap))
     m.stage.del_component("keeps")
     m.stage.keeps = pyo.ConstraintList()
     kind = pm.problem.objective
     stages: list[_Stage] = []
     if kind == "min_cost":
+        say("MILP: least cost")
         main = _run(pm, m.cost, pyo.minimize, deadline, mip_gap)
         stages.append(main)
     elif kind == "max_goodput_per_dollar":
+        say("MILP: most goodput")
         main = _run(pm, m.goodput, pyo.maximize, deadline, mip_gap)
         stages.append(main)
         if main.status.has_solution:
-            main = _dinkelbach(pm, main, stages, deadline, mip_gap)
+            main = _dinkelbach(pm, main, stages, deadline, mip_gap, say)
     else:
         share = None
         if hasattr(m, "demand_share"):
+            say("MILP: the share of every demand served")
             share = _run(pm, m.demand_share, pyo.maximize, deadline, mip_gap)
             stages.append(share)
             if share.status.has_solution:
                 m.stage.keeps.add(m.demand_share >= pyo.value(m.demand_share) * (
                     1.0 - STAGE_SLACK))
         if share is None or share.status.has_solution:
+            say("MILP: most goodput")
             main = _next_stage(pm, None, m.goodput, pyo.maximize, stages, deadline, mip_gap)
         else:
             main = share
         if main.status.has_solution:
             # The goodput is only known within the gap: keep it within the gap, not exactly.
             floor = pyo.value(m.goodput) * (1.0 - max(STAGE_SLACK, mip_gap))
+            say("MILP: least cost for that goodput")
             _next_stage(pm, m.goodput >= floor, m.cost, pyo.minimize, stages, deadline,
                         max(mip_gap, COST_STAGE_GAP))
+    pm.patience = None
     status = main.status
     if status == SolveStatus.OPTIMAL and any(s.status != SolveStatus.OPTIMAL for s in stages):
         status = SolveStatus.FEASIBLE  # a stage stopped early: not proven optimal
@@ -469,7 +597,7 @@ def _next_stage(pm: PlanModel, keep: Any, expr: Any, sense: Any, stages: list[_S
     before = _snapshot(m) if stages else None
     if keep is not None:
         m.stage.keeps.add(keep)
-    stage = _run(pm, expr, sense, deadline, mip_gap)
+    stage = _run(pm, expr, sense, deadline, mip_gap, warm=pm.large and before is not None)
     stages.append(stage)
     if not stage.status.has_solution and before is not None:
         _restore(before)
@@ -477,7 +605,7 @@ def _next_stage(pm: PlanModel, keep: Any, expr: Any, sense: Any, stages: list[_S
 
 
 def _dinkelbach(pm: PlanModel, first: _Stage, stages: list[_Stage], deadline: float,
-                mip_gap: float) -> _Stage:
+                mip_gap: float, say: Callable[[str], None]) -> _Stage:
     """Maximise goodput / cost (module docstring); returns the stage that proved the ratio."""
     m = pm.model
     cost = pyo.value(m.cost)
@@ -485,8 +613,10 @@ def _dinkelbach(pm: PlanModel, first: _Stage, stages: list[_Stage], deadline: fl
         return first
     ratio = pyo.value(m.goodput) / cost
     best = first
-    for _ in range(30):
-        stage = _run(pm, m.goodput - ratio * m.cost, pyo.maximize, deadline, mip_gap)
+    for i in range(30):
+        say(f"MILP: goodput per dollar, step {i + 1}")
+        stage = _run(pm, m.goodput - ratio * m.cost, pyo.maximize, deadline, mip_gap,
+                     warm=pm.large)
         stages.append(stage)
         if not stage.status.has_solution:
             break

@@ -15,6 +15,8 @@ A problem is plain, frozen data (``problems/*.yaml``, or built in code)::
         slo: {ttft: 2000 ms, tpot: 50 ms, attainment: 0.9}
     search: {modes: [aggregated, disaggregated], tp: [2, 4, 8], pp: [1]}
     objective: max_goodput                         # min_cost, max_goodput_per_dollar
+    compare: {hardware: [h100-sxm, mi300x], price_per_gpu_hour: {mi300x: 2.5}}  # optional
+    engine: vllm                                   # sglang, trtllm (servingcast.engines)
 
 Durations and bandwidths need units (``'1000 ms'``, ``'1 s'``, ``'400 Gb/s'``): a bare number is
 rejected. Names of hardware, models and precisions are checked against the catalogs when the
@@ -35,13 +37,16 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from servingcast.costmodel.comm import link_bytes_per_s
+from servingcast.engines import EngineConfig, VllmEngine
 from servingcast.errors import ConfigError
 from servingcast.planner.lengths import Length
 from servingcast.specs.catalog import get_hardware, get_model
@@ -324,6 +329,69 @@ class SearchSpace(BaseModel):
         return tuple(m for m in ("aggregated", "disaggregated") if m in value)
 
 
+def hardware_key(value: str, base_dir: str | Path | None = None) -> str:
+    """A GPU type as the ``compare:`` section and ``servingcast compare`` key it: the catalog
+    name (``H100`` → ``h100-sxm``), or the resolved path of a YAML file. Raises
+    :class:`ConfigError` naming every known type."""
+    from servingcast.specs.catalog import hardware_catalog
+
+    if value.endswith((".yaml", ".yml")):
+        path = Path(base_dir) / value if base_dir is not None else Path(value)
+        get_hardware(str(path.resolve()))
+        return str(path.resolve())
+    try:
+        return get_hardware(value).name
+    except ConfigError:
+        known = ", ".join(sorted(hardware_catalog()))
+        raise ConfigError(f"unknown GPU type {value!r}; the catalog has {known}. To fix: use one "
+                          "of those names, or a hardware YAML file of your own") from None
+
+
+class Compare(BaseModel):
+    """The ``compare:`` section, read by ``servingcast compare``: plan the same workloads on
+    each GPU type in ``hardware`` in turn. ``price_per_gpu_hour`` (USD, by type) comes before a
+    pool's price for that type and the catalog's; ``gpus`` is each type's budget (default: the
+    problem's GPUs, and for ``min_cost`` at least enough for the demands)."""
+
+    model_config = _FROZEN
+
+    hardware: tuple[str, ...] = Field(min_length=1)
+    price_per_gpu_hour: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    gpus: int | None = Field(None, ge=1, le=MAX_POOL_GPUS)
+
+    @field_validator("hardware")
+    @classmethod
+    def _known_types(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        base = (info.context or {}).get("base_dir")
+        try:
+            keys = tuple(hardware_key(v, base) for v in value)
+        except ConfigError as exc:
+            raise _custom(str(exc)) from None
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise _custom(f"{', '.join(twice)} listed twice. To fix: list each GPU type once")
+        return keys
+
+    @field_validator("price_per_gpu_hour")
+    @classmethod
+    def _known_price_types(cls, value: dict[str, float],
+                           info: ValidationInfo) -> dict[str, float]:
+        base = (info.context or {}).get("base_dir")
+        try:
+            return {hardware_key(k, base): v for k, v in value.items()}
+        except ConfigError as exc:
+            raise _custom(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _prices_of_listed_types(self) -> Compare:
+        extra = sorted(set(self.price_per_gpu_hour) - set(self.hardware))
+        if extra:
+            raise _custom(f"a price for {', '.join(extra)}, which compare.hardware does not list "
+                          f"({', '.join(self.hardware)}). To fix: add it to hardware, or remove "
+                          "its price")
+        return self
+
+
 class Problem(BaseModel):
     """A whole planning problem (see the module docstring)."""
 
@@ -336,6 +404,23 @@ class Problem(BaseModel):
     workloads: tuple[Workload, ...]
     search: SearchSpace = SearchSpace()
     objective: Objective = "max_goodput"
+    compare: Compare | None = None
+    engine: EngineConfig = Field(
+        VllmEngine(), description="the serving engine every instance runs: vllm, sglang or "
+        "trtllm (or {kind: trtllm, capacity_scheduler: max_utilization}); exported scenarios "
+        "carry it")
+
+    @model_serializer(mode="wrap")
+    def _without_empty_compare(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A problem without a compare section, or on the default engine, dumps (and
+        # fingerprints) as it did before them.
+        data = handler(self)
+        if isinstance(data, dict):
+            if self.compare is None:
+                data.pop("compare", None)
+            if self.engine == VllmEngine():
+                data.pop("engine", None)
+        return data
 
     def pool(self, name: str) -> Pool:
         """The pool called ``name``."""

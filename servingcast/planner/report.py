@@ -11,6 +11,7 @@ from servingcast.planner.plan import Plan, WorkloadPlan
 from servingcast.planner.problem import Problem
 
 if TYPE_CHECKING:
+    from servingcast.planner.pareto import ParetoPoint
     from servingcast.planner.planning import PlanningResult
 
 
@@ -86,6 +87,54 @@ def _plans_table(plans: Sequence[tuple[str, Plan]], chosen: Plan) -> list[str]:
     return _table(headers, rows, [False, False, False, True, True, True, True, True, True, False])
 
 
+#: Most TPOT limits per workload in the report's Pareto table (every n-th limit beyond).
+PARETO_ROWS = 13
+
+
+def pareto_table(points: Sequence[ParetoPoint]) -> list[str]:
+    """The TPOT-limit sweep, compactly: per workload, at most :data:`PARETO_ROWS` TPOT limits
+    (every n-th, always the problem's own), sorted by the limit; per mode, tokens/s per GPU @
+    tokens/s per user, ``*`` on the mode's frontier; ``>`` marks the chosen plan's row. Every
+    point, and the TTFT-limit sweep, are in ``pareto.csv`` and ``--json``."""
+    import math
+
+    from servingcast.planner.layouts import MODES
+
+    tpot = [p for p in points if p.swept == "tpot"]
+    modes = [m for m in MODES if any(p.mode == m for p in tpot)]
+    out = ["", "Pareto sweep of the TPOT limit: tokens/s per GPU @ tokens/s per user, per mode "
+           "(* on the mode's frontier, > the chosen plan; every point, and the TTFT-limit sweep, "
+           "in pareto.csv and --json)"]
+    for name in dict.fromkeys(p.workload for p in tpot):
+        mine = [p for p in tpot if p.workload == name]
+        rows: dict[tuple[float, bool], dict[str, ParetoPoint]] = {}
+        for p in mine:
+            # A chosen plan that no sweep point equals gets its own row.
+            key = (p.tpot_limit_ms, p.chosen and p.signature is None)
+            rows.setdefault(key, {})[p.mode] = p
+        levels = sorted({p.tpot_limit_ms for p in mine})
+        own = next((p.tpot_limit_ms for p in mine if p.tpot_factor == 1.0), levels[0])
+        step = math.ceil(len(levels) / PARETO_ROWS)
+        kept = {v for i, v in enumerate(levels) if (i - levels.index(own)) % step == 0}
+        table = []
+        for (limit, _), cells in sorted(rows.items()):
+            chosen = any(p.chosen for p in cells.values())
+            if limit not in kept and not chosen:
+                continue
+            row = [">" if chosen else "", _n(limit)]
+            for m in modes:
+                cell = cells.get(m)
+                row.append("" if cell is None else (
+                    f"{'*' if cell.on_frontier else ' '} {_n(cell.tokens_per_s_per_gpu, 0)} @ "
+                    f"{_n(cell.tokens_per_s_per_user)}"))
+            table.append(row)
+        every = f", one in {step}" if step > 1 else ""
+        out += [f"  {name + ': ' if name else ''}{len(kept)} of {len(levels)} TPOT limits{every}"]
+        out += _table(["", "TPOT limit (ms)", *modes], table, [False, True] + [True] * len(modes),
+                      indent="    ")
+    return out
+
+
 def format_result(result: PlanningResult) -> str:
     """The whole report (see the module docstring)."""
     problem: Problem = result.problem
@@ -127,12 +176,7 @@ def format_result(result: PlanningResult) -> str:
         out += _plans_table([("chosen", plan), *rows], plan)
         out += [f"  {x.mode} only: none — {x.reason}" for x in comparisons if x.plan is None]
     if result.pareto:
-        out += ["", "Pareto sweep of the TPOT limit (* on the frontier)"]
-        points = [["*" if p.on_frontier else "", _n(p.tpot_limit_ms),
-                   _n(p.tokens_per_s_per_user), _n(p.tokens_per_s_per_gpu, 0),
-                   _n(p.served_rate_per_s, 2), str(p.gpus), p.mode] for p in result.pareto]
-        out += _table(["", "TPOT limit (ms)", "tok/s/user", "tok/s/GPU", "req/s", "GPUs", "mode"],
-                      points, [False, True, True, True, True, True, False])
+        out += pareto_table(result.pareto)
     if result.notes:
         out += [""] + [f"Note: {n}" for n in result.notes]
     t = result.timings

@@ -48,6 +48,8 @@ from servingcast.planner.capacity import Shape, shape_of
 from servingcast.planner.plan import InstanceGroup, Plan
 from servingcast.planner.problem import Pool, Problem, Workload
 from servingcast.planner.queueing import (
+    gated_batch_ttft_quantile_s,
+    lifetime_spread,
     occupancy_quantile,
     ttft_quantile_s,
 )
@@ -95,7 +97,12 @@ def _densities(cm: CostModel, shape: Shape, rate: float, tau: FloatArray,
         step = np.asarray(iteration_cadence_s(cm, decode, micro), dtype=np.float64)
         return step, step, b
     chunk = np.maximum(budget - beta, 1.0)
-    pairs, kv, _ = chunked_prefill_sums(shape.input_points[None, :], chunk[:, None], window)
+    c = beta / shape.decode_steps * shape.input_mean
+    bad = (c >= chunk) | (budget - beta <= 0)
+    # An invalid point's cadence is inf whatever its chunk: summing its prompts in chunks of
+    # one token (with a sliding window, one loop step per token) would only cost time.
+    pairs, kv, _ = chunked_prefill_sums(shape.input_points[None, :],
+                                        np.where(bad, float(budget), chunk)[:, None], window)
     per_pair = pairs.mean(axis=1) / shape.input_mean
     per_kv = kv.mean(axis=1) / shape.input_mean
 
@@ -104,13 +111,19 @@ def _densities(cm: CostModel, shape: Shape, rate: float, tau: FloatArray,
             prefill_tokens=tokens, prefill_pairs=tokens * per_pair,
             prefill_kv_tokens=tokens * per_kv, logit_seqs=tokens / shape.input_mean))
 
-    c = beta / shape.decode_steps * shape.input_mean
     n = tau.size
-    both = iteration_cadence_s(cm, _stack(with_prefill(c), with_prefill(chunk)),
-                               np.concatenate([micro, micro]))
-    steps = np.asarray(both, dtype=np.float64)
-    bad = (c >= chunk) | (budget - beta <= 0)
-    return np.where(bad, np.inf, steps[:n]), steps[n:], b
+    # Prefill lands in pieces of about a prompt: the mean iteration mixes decode-only ones and
+    # ones with a piece (as the planner: for MoE experts, read once per iteration, this is not
+    # the iteration of mean sums).
+    piece = np.minimum(chunk, np.maximum(shape.input_mean, c))
+    zero = np.zeros_like(c)
+    three = iteration_cadence_s(
+        cm, _stack(_stack(with_prefill(piece), with_prefill(chunk)), with_prefill(zero)),
+        np.concatenate([micro, micro, micro]))
+    steps = np.asarray(three, dtype=np.float64)
+    tau_piece, tau_full, tau_dec = steps[:n], steps[n:2 * n], steps[2 * n:]
+    mean = tau_dec + c / piece * (tau_piece - tau_dec)
+    return np.where(bad, np.inf, mean), tau_full, b
 
 
 def _stack(a: BatchStats, b: BatchStats) -> BatchStats:
@@ -222,7 +235,7 @@ def prefill_service_s(cm: CostModel, shape: Shape, chunk_tokens: int) -> np.ndar
 def _check_group(problem: Problem, w: Workload, g: InstanceGroup, tol: float) -> list[str]:
     pool = problem.pool(g.pool)
     cm = _cm(w, pool, g)
-    shape = shape_of(w)
+    shape = shape_of(w, problem.engine)
     search = problem.search
     mem = memory_plan(cm, search.gpu_memory_utilization, g.max_num_batched_tokens,
                       g.max_num_seqs, search.block_size)
@@ -255,10 +268,18 @@ def _check_group(problem: Problem, w: Workload, g: InstanceGroup, tol: float) ->
         near = steady_state(cm, shape, lam * 0.99, budget)
         elasticity = (math.log(lam / (lam * 0.99)) / math.log(b / near[1])
                       if near is not None and near[1] < b else 0.0)
-        bq = float(occupancy_quantile(b, shape.quantile, elasticity))
+        tau_dec = mean_iteration_s(cm, shape, b, 0.0, None)
+        noise, kappa = 0.0, 0.0
+        if budget is not None:  # prefill work beside the decodes (capacity.AggregatedProfile)
+            micro = min(float(g.pp), max(b, 1.0))
+            kappa = (tau_full - tau_dec) / (budget - b / micro)
+            noise = 0.5 * (b * kappa / (shape.decode_steps * tau_dec)) ** 2 * (
+                shape.input_sq_mean)
+        bq = float(occupancy_quantile(b, shape.quantile, elasticity, noise))
         if not math.isfinite(bq):
             return [*errors, f"{where}: at {lam:.4g} req/s the batch has no stable size"]
-        tau_q = mean_iteration_s(cm, shape, bq, bq, budget)
+        seen = b + (bq - b) * float(lifetime_spread(elasticity))  # the batch over a life
+        tau_q = mean_iteration_s(cm, shape, seen, seen, budget)
         if tau_q > tpot_limit:
             errors.append(f"{where}: TPOT p{shape.quantile * 100:g} {tau_q * 1e3:.2f} ms > "
                           f"{w.slo.tpot_s * 1e3:.2f} ms")
@@ -271,12 +292,18 @@ def _check_group(problem: Problem, w: Workload, g: InstanceGroup, tol: float) ->
         if budget is not None:
             micro = min(float(g.pp), max(b, 1.0))
             chunk = budget - b / micro
-            per_token = tau_full / chunk
             share = (b / micro / shape.decode_steps * shape.input_mean) / chunk
             own = _own_prefill_s(cm, shape, b, int(chunk), share)
+            # The token queue (M/G/1) or the gated batches, whichever is longer (as the
+            # planner: capacity.AggregatedProfile, queueing items 8 and 9).
+            per_token = tau_full / chunk
             ttft = ttft_quantile_s(shape.quantile, 1.0, lam / micro,
                                    shape.input_mean * per_token,
                                    shape.input_sq_mean * per_token**2, own)
+            gated = gated_batch_ttft_quantile_s(
+                shape.quantile, lam / micro, tau_dec, shape.input_mean * kappa,
+                shape.input_sq_mean * kappa**2, _own_prefill_s(cm, shape, b, int(chunk), 0.0))
+            ttft = max(ttft, float(gated))
             if ttft > ttft_limit:
                 errors.append(f"{where}: TTFT p{shape.quantile * 100:g} "
                               f"{ttft * 1e3:.1f} ms > {w.slo.ttft_s * 1e3:.1f} ms")

@@ -11,11 +11,12 @@ returns the best plan found — never worse than the MILP plan, which is trial 0
 
     problem = load_problem("problems/quickstart.yaml")
     result = refine(problem, solve(problem), RefineOptions(trials=50,
-                                                           storage="sqlite:///out/study.db"))
+                                                           storage="out/study.log"))
     print(result.plan, result.gain, result.dashboard_command)
 
-Studies live in any Optuna RDB storage (SQLite by default); :func:`join` runs a worker on an
-existing study from another machine. See :mod:`servingcast.refine.space` for the search space,
+Studies live in an Optuna journal file (a path, shared by local worker processes) or any
+Optuna RDB storage (a URL); :func:`join` runs a worker on an existing study from another
+machine. See :mod:`servingcast.refine.space` for the search space,
 :mod:`servingcast.refine.evaluate` for the rate search and :mod:`servingcast.refine.objective`
 for values and constraints. Optuna is imported only when a study is opened.
 """

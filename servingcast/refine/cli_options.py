@@ -46,10 +46,40 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The file the default study lives in, inside ``--output DIR``.
-STUDY_FILE = "study.db"
+#: The file the default study lives in, inside ``--output DIR``: an Optuna journal file, for
+#: any ``--jobs`` (one format, so a study started with one job resumes with four and back).
+STUDY_FILE = "study.log"
+#: The SQLite study of folders written before the journal file; still resumed where it is.
+LEGACY_STUDY_FILE = "study.db"
 #: Files the refinement adds to ``--output DIR`` (check them with the planner's before work).
+#: The study file is not among them: it is never replaced, only resumed (:func:`local_studies`).
 REFINE_OUTPUT_FILES = ("refine_history.png", "refine_pareto.png")
+
+
+def local_studies(output: Path) -> dict[str, str]:
+    """The study files ``output`` holds: file name → storage (``DIR/study.log``, or
+    ``sqlite:///DIR/study.db`` from an earlier servingcast)."""
+    found = {}
+    if (output / STUDY_FILE).is_file():
+        found[STUDY_FILE] = str(output / STUDY_FILE)
+    if (output / LEGACY_STUDY_FILE).is_file():
+        found[LEGACY_STUDY_FILE] = f"sqlite:///{output / LEGACY_STUDY_FILE}"
+    return found
+
+
+def default_storage(output: Path) -> str:
+    """The study kept in ``output``: its journal file ``study.log`` (new or resumed), or the
+    ``study.db`` an earlier servingcast wrote there (resumed as SQLite, never started over);
+    :class:`ConfigError` when the folder holds both."""
+    found = local_studies(output)
+    if len(found) > 1:
+        raise ConfigError(
+            f"{output} holds two studies, {STUDY_FILE} (Optuna journal) and "
+            f"{LEGACY_STUDY_FILE} (SQLite, from an earlier servingcast), and a rerun could "
+            "resume either; nothing was done. To fix: name one with --storage "
+            f"{output / STUDY_FILE} or --storage sqlite:///{output / LEGACY_STUDY_FILE}, or "
+            "move the other out of the folder")
+    return found.get(LEGACY_STUDY_FILE, str(output / STUDY_FILE))
 
 
 @dataclass(frozen=True)
@@ -69,11 +99,9 @@ class RefineCli:
     max_sim_requests: int | None = None
 
     def options(self, output: Path | None) -> RefineOptions:
-        """Checked :class:`RefineOptions`. Without ``--storage``, the study is
-        ``sqlite:///OUTPUT/study.db`` (the folder is created) when ``--output`` is given, else
-        a temporary file."""
-        from servingcast.refine.run import sqlite_url
-
+        """Checked :class:`RefineOptions`. Without ``--storage``, the study is the journal
+        file ``OUTPUT/study.log`` (the folder is created; see :func:`default_storage`) when
+        ``--output`` is given, else a temporary file."""
         storage = self.storage
         if storage is None and output is not None and not self.worker:
             if output.exists() and not output.is_dir():
@@ -84,7 +112,7 @@ class RefineCli:
             except OSError as exc:
                 raise ConfigError(f"cannot create {output} ({exc.strerror}). To fix: choose a "
                                   "writable --output folder") from None
-            storage = sqlite_url(output / STUDY_FILE)
+            storage = default_storage(output)
         trials = self.trials if self.trials is not None or self.worker else DEFAULT_TRIALS
         settings = StudySettings(mode="pareto" if self.pareto else "objective",
                                  seed=0 if self.seed is None else self.seed,
@@ -107,8 +135,9 @@ _OPTIONS = (
     click.option("-j", "--jobs", "jobs", type=int, default=1, show_default=True,
                  help="Local worker processes sharing the study, e.g. 4 (one per core)."),
     click.option("--storage", "storage", default=None, metavar="URL",
-                 help="Optuna storage, e.g. postgresql://user:password@host/db (default: "
-                      "sqlite:///DIR/study.db with --output DIR, else a temporary file)."),
+                 help="Optuna storage: a journal file path, e.g. out/study.log, or a database "
+                      "URL, e.g. postgresql://user:password@host/db (default: DIR/study.log "
+                      "with --output DIR, else a temporary file)."),
     click.option("--study-name", "study_name", default=None, metavar="NAME",
                  help="Study name, e.g. quickstart-v2 (default: the problem's name)."),
     click.option("--worker", "worker", is_flag=True,
@@ -239,13 +268,22 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int, str], None]]:
 def refine_plan(problem: Problem, planning: PlanningResult, cli: RefineCli,
                 output: Path | None) -> RefinedResult | None:
     """Run the refinement as the options say (None with ``--no-refine``)."""
-    from servingcast.refine.run import refine
+    from servingcast.refine.run import refine, storage_in_folder
 
     if cli.no_refine:
         return None
     options = cli.options(output)
     with progress_bar("Refining by simulation") as bar:
-        return refine(problem, planning, options, progress=bar)
+        result = refine(problem, planning, options, progress=bar)
+    if output is None or options.storage is None:
+        return result
+    notes = result.notes
+    if cli.storage is None and options.storage.startswith("sqlite"):
+        notes += (f"the study was resumed from {LEGACY_STUDY_FILE} (SQLite), written by an "
+                  f"earlier servingcast; new --output folders keep it in {STUDY_FILE}, an "
+                  "Optuna journal file",)
+    return result.model_copy(update={
+        "storage_in_folder": storage_in_folder(options.storage, output), "notes": notes})
 
 
 def run_worker_command(problem: Problem, cli: RefineCli) -> str:

@@ -21,6 +21,8 @@ from servingcast.errors import ConfigError
 Mode = Literal["objective", "pareto"]
 
 DEFAULT_TRIALS = 50
+#: A ``--storage`` path with one of these endings is an SQLite file given without its URL.
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,11 @@ class RefineOptions:
     so rerunning the same command resumes a killed run; ``None`` for a worker: the study's own
     target); trials outside the GPU budget are recorded as infeasible but not counted.
     ``timeout_s`` bounds this run's wall time. ``jobs`` local worker processes share the
-    storage. ``storage`` is any Optuna RDB URL (``sqlite:///out/study.db``,
-    ``postgresql://user:pw@host/db``); ``None`` keeps the study in a temporary SQLite file that
-    is deleted at the end. ``study_name`` defaults to the problem's name (with ``-pareto`` in
-    the Pareto mode).
+    storage. ``storage`` is the path of an Optuna journal file (``out/study.log``: one machine,
+    any number of local processes) or an Optuna RDB URL (``postgresql://user:pw@host/db``
+    across machines, ``sqlite:///out/study.db``); ``None`` keeps the study in a temporary
+    journal file that is deleted at the end. ``study_name`` defaults to the problem's name
+    (with ``-pareto`` in the Pareto mode).
     """
 
     trials: int | None = DEFAULT_TRIALS
@@ -96,9 +99,13 @@ class RefineOptions:
         if self.study_name is not None and not self.study_name.strip():
             raise ConfigError("--study-name is empty. To fix: give a name, e.g. "
                               "--study-name quickstart-v2, or leave it out")
-        if self.storage is not None and "://" not in self.storage:
-            raise ConfigError(f"--storage {self.storage!r} is not a database URL. To fix: e.g. "
-                              "sqlite:///out/study.db or postgresql://user:password@host/db")
+        if self.storage is not None and "://" not in self.storage and (
+                not self.storage.strip() or self.storage.lower().endswith(_SQLITE_SUFFIXES)):
+            raise ConfigError(
+                f"--storage {self.storage!r} is neither a database URL nor an Optuna journal "
+                "file (a plain path names a journal file; SQLite needs a URL). To fix: e.g. "
+                f"--storage out/study.log, sqlite:///{self.storage.strip() or 'out/study.db'} "
+                "or postgresql://user:password@host/db")
         s = self.settings
         if s.sim_requests < 50 or s.max_sim_requests < s.sim_requests:
             raise ConfigError(f"simulations need 50 <= sim_requests <= max_sim_requests, got "

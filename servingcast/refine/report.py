@@ -189,7 +189,10 @@ def format_refinement(r: RefinedResult) -> str:
 
 
 def refined_section(r: RefinedResult) -> dict[str, Any]:
-    """The ``refined`` section of ``plan.json``."""
+    """The ``refined`` section of ``plan.json``. Paths in it are relative to the output
+    folder (the study: ``study.log``; its dashboard command is run from that folder)."""
+    from servingcast.refine.run import dashboard_command
+
     return {
         "plan": r.plan.to_dict(),
         "changed": r.improved,
@@ -211,8 +214,10 @@ def refined_section(r: RefinedResult) -> dict[str, Any]:
         },
         "refined_simulated": r.evaluation.model_dump(mode="json"),
         "deployment": r.deployment.model_dump(mode="json"),
-        "study": {"name": r.study_name, "storage": r.storage,
-                  "dashboard": r.dashboard_command, "trial": r.refined_trial,
+        "study": {"name": r.study_name, "storage": r.storage_in_folder or r.storage,
+                  "dashboard": (r.dashboard_command if r.storage_in_folder is None
+                                else dashboard_command(r.storage_in_folder)),
+                  "trial": r.refined_trial,
                   **r.stats.model_dump(mode="json")},
         "simulation": r.settings,
         "pareto_front": list(r.pareto_front),
@@ -237,7 +242,7 @@ def refined_scenarios(r: RefinedResult) -> dict[str, str]:
                   "# Check it with: servingcast-simulate <this file>\n")
         return data, header
 
-    return plan_scenario_files(r.plan, render, "the refined plan")
+    return plan_scenario_files(r.plan, render, "the refined plan", r.problem)
 
 
 def _figure() -> Any:

@@ -107,6 +107,10 @@ class RefinedResult(BaseModel):
     sim_requests: dict[str, int]
     """Requests per simulation, per workload."""
     notes: tuple[str, ...] = ()
+    storage_in_folder: str | None = None
+    """The storage as the output folder's files record it (``study.log``: a file inside the
+    folder, relative to it; see :func:`servingcast.refine.run.storage_in_folder`); None:
+    :attr:`storage`, as it was given."""
 
     @property
     def improved(self) -> bool:

@@ -7,7 +7,7 @@
 
     problem = load_problem("problems/quickstart.yaml")
     planning = solve(problem, top_k=3)
-    result = refine(problem, planning, RefineOptions(trials=50, storage="sqlite:///out/study.db"))
+    result = refine(problem, planning, RefineOptions(trials=50, storage="out/study.log"))
     print(result.plan, result.gain)
 
 Steps of :func:`refine`: build the search space around the MILP's plans; open (or resume) the
@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import shlex
 import tempfile
 import time
 from collections.abc import Iterator
@@ -58,16 +60,19 @@ from servingcast.refine.result import (
 )
 from servingcast.refine.space import build_space, params_of
 from servingcast.refine.study import (
+    JournalUse,
     StudyInfo,
     WorkerArgs,
     default_pid_seed,
     finished,
     info_of,
+    is_journal,
     join_study,
     masked,
     open_storage,
     open_study,
     quiet_optuna,
+    reclaim_stale,
     run_local,
     simulated,
 )
@@ -84,13 +89,28 @@ def default_study_name(problem: Problem, options: RefineOptions) -> str:
 
 
 def dashboard_command(url: str) -> str:
-    """``optuna-dashboard URL`` (password hidden)."""
-    return f"optuna-dashboard {masked(url)}"
+    """``optuna-dashboard URL`` (password hidden); a journal file is opened by its path
+    (optuna-dashboard >= 0.9 tells it from an SQLite file)."""
+    return f"optuna-dashboard {shlex.quote(url) if is_journal(url) else masked(url)}"
 
 
-def sqlite_url(path: str | Path) -> str:
-    """``sqlite:////abs/path/study.db`` for a file path."""
-    return f"sqlite:///{Path(path).resolve()}"
+def storage_in_folder(url: str, folder: str | Path) -> str:
+    """``url`` as the files written in ``folder`` record it: a journal or SQLite file inside
+    ``folder`` relative to it (``study.log``, ``sqlite:///study.db``), a file elsewhere given
+    by a relative path relative to ``folder``; an absolute path outside ``folder`` and server
+    URLs (password hidden) as they were given."""
+    prefix = "" if is_journal(url) else "sqlite:///" if url.startswith("sqlite:///") else None
+    if prefix is None or url.startswith("sqlite:///:memory:"):
+        return masked(url)
+    path = Path(url[len(prefix):])
+    home = Path(folder).resolve()
+    try:
+        return prefix + path.resolve().relative_to(home).as_posix()
+    except ValueError:
+        pass
+    if path.is_absolute():
+        return masked(url)
+    return prefix + Path(os.path.relpath(path.resolve(), home)).as_posix()
 
 
 @contextlib.contextmanager
@@ -99,7 +119,7 @@ def _storage_url(url: str | None) -> Iterator[tuple[str, bool]]:
         yield url, False
         return
     with tempfile.TemporaryDirectory(prefix="servingcast-study-") as folder:
-        yield sqlite_url(Path(folder) / "study.db"), True
+        yield str(Path(folder) / "study.log"), True
 
 
 def _prediction(plan: Plan) -> dict[str, Any]:
@@ -130,13 +150,21 @@ def refine(problem: Problem, planning: PlanningResult, options: RefineOptions | 
         plan_keys.setdefault(dep.key(), label)
     name = default_study_name(problem, options)
     target = options.trials or 1
-    with _storage_url(options.storage) as (url, temporary), quiet_optuna():
+    with contextlib.ExitStack() as stack:
+        url, temporary = stack.enter_context(_storage_url(options.storage))
+        stack.enter_context(quiet_optuna())
         storage = open_storage(url)
+        use = stack.enter_context(JournalUse(url, claim=True))
         study, _ = open_study(storage, url, name, problem, settings, space,
                               {p.label: _prediction(p) for p in plans}, plan_keys, target)
         info = info_of(study)
         notes = [] if info.space == space else [
             "the study was started from other MILP plans; its own search space is used"]
+        stale = reclaim_stale(storage, study) if use.sole else 0
+        use.share()
+        if stale:
+            notes.append(f"{stale} trial(s) left running by a run that stopped were marked "
+                         "failed and queued again")
         enqueued: list[dict[str, Any]] = []
         for label, dep in labelled:
             try:
@@ -185,6 +213,10 @@ def join(problem: Problem, options: RefineOptions, *, progress: Any | None = Non
                           "postgresql://user:password@host/db")
     url = options.storage
     name = default_study_name(problem, options)
+    if is_journal(url) and not os.path.isfile(url):
+        raise ConfigError(f"no study {name!r} in {url} to join: the file does not exist. To "
+                          "fix: start the main run first, or pass the file it uses (e.g. "
+                          "--storage out/study.log)")
     with quiet_optuna():
         storage = open_storage(url)
         study, info = join_study(storage, url, name, problem)

@@ -1,12 +1,15 @@
 """The study: storage, identity (a problem fingerprint), the enqueued MILP plans, and running
 trials in this process or in local worker processes that share the storage.
 
-Everything about coordination is Optuna's own: an RDB storage (SQLite by default, PostgreSQL or
-MySQL across machines) that commits every trial as it finishes, enqueued trials handed out
-once, heartbeats that fail (and re-enqueue) the trials of a process that died. A study carries,
-as user attributes, what a worker on another machine needs to join it: the problem's
-fingerprint (a study made for another problem is refused, never mixed), the settings behind its
-values, the search space, the MILP's predictions and the target number of trials.
+Everything about coordination is Optuna's own: a storage that records every trial as it
+finishes and hands enqueued trials out once — on one machine an Optuna journal file
+(``DIR/study.log``, :class:`optuna.storages.JournalStorage`; Optuna advises it over SQLite for
+several writing processes), across machines an RDB (PostgreSQL or MySQL; SQLite URLs still
+work). Trials of a process that died are failed and enqueued again: by heartbeats on an RDB,
+on a journal file when the next run finds no other process using it (:class:`JournalUse`).
+A study carries, as user attributes, what a worker on another machine needs to join it: the
+problem's fingerprint (a study made for another problem is refused, never mixed), the settings
+behind its values, the search space, the MILP's predictions and the target number of trials.
 """
 
 from __future__ import annotations
@@ -103,8 +106,20 @@ def _serialize_sqlite(engine: Any) -> None:
     engine.dispose()  # connections opened before the listeners are dropped
 
 
+def is_journal(url: str) -> bool:
+    """Whether ``url`` names an Optuna journal file (a path, no ``scheme://``)."""
+    return "://" not in url
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def open_storage(url: str) -> Any:
-    """An Optuna RDB storage with heartbeats; :class:`ConfigError` when it cannot be opened."""
+    """The Optuna storage ``url`` names: a journal file for a path (:func:`is_journal`, created
+    if missing), else an RDB storage with heartbeats; :class:`ConfigError` when it cannot be
+    opened."""
+    if is_journal(url):
+        return _open_journal(url)
     if url.startswith("sqlite") and (":memory:" in url or url.rstrip("/") in (
             "sqlite:", "sqlite:/", "sqlite://")):
         raise ConfigError(f"--storage {url} is an in-memory database: worker processes cannot "
@@ -139,7 +154,8 @@ def _open_storage(url: str) -> Any:
                               f"driver is not installed ({exc.__cause__ or exc}). To fix: pip "
                               "install psycopg2-binary (PostgreSQL) or pymysql (MySQL)") from None
         except Exception as exc:  # sqlalchemy raises many kinds; all mean the same to a user
-            if attempt < 2 and type(exc).__name__ == "IntegrityError":
+            if attempt < 2 and (type(exc).__name__ == "IntegrityError"
+                                or "already exists" in str(exc)):
                 time.sleep(0.2)  # another process created the schema at the same moment
                 continue
             text = str(exc).strip()
@@ -152,6 +168,101 @@ def _open_storage(url: str) -> Any:
     if url.startswith("sqlite"):
         _serialize_sqlite(storage.engine)
     return storage
+
+
+def _open_journal(path: str) -> Any:
+    """A journal storage on the file ``path``. Its writers take the lock file ``PATH.lock``
+    with ``O_EXCL`` (:class:`JournalFileOpenLock`: works on Windows and NFS v3+, and excludes
+    optuna-dashboard's symlink lock, which uses the same file)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    fix = "To fix: choose a writable file path, e.g. --storage out/study.log"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        head = b""
+    except OSError as exc:
+        raise ConfigError(f"cannot open the Optuna journal file {path} ({exc.strerror}). "
+                          f"{fix}") from None
+    if head == _SQLITE_HEADER:
+        raise ConfigError(f"--storage {path} is an SQLite database, not an Optuna journal file. "
+                          f"To fix: pass it as a URL, --storage sqlite:///{path}")
+    try:
+        return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    except OSError as exc:
+        raise ConfigError(f"cannot open the Optuna journal file {path} ({exc.strerror}). "
+                          f"{fix}") from None
+    except (ValueError, KeyError, TypeError) as exc:  # a line that is not a journal record
+        raise ConfigError(f"{path} is not an Optuna journal file ({exc}); nothing was written. "
+                          "To fix: pass the study's file, or a new path for a new study"
+                          ) from None
+
+
+class JournalUse:
+    """This process's use of a journal file, as an advisory ``flock`` on it (no-op for a
+    database URL, and without ``fcntl``): every process running trials holds a shared lock, so
+    a run that obtains the exclusive lock (:attr:`sole`) knows that no other process is using
+    the file — its trials still marked running were left by processes that died, and
+    :func:`reclaim_stale` may fail and re-enqueue them (what heartbeats do on a database).
+    Call :meth:`share` before running trials; the lock goes with the process, however it ends.
+    """
+
+    def __init__(self, url: str, *, claim: bool = False) -> None:
+        self.url = url
+        self.claim = claim
+        self.sole = False
+        self.fd: int | None = None
+
+    def __enter__(self) -> JournalUse:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        if not is_journal(self.url):
+            return self
+        self.fd = os.open(self.url, os.O_RDONLY)
+        if self.claim:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.sole = True
+            except OSError:
+                pass  # another process runs trials of it: its running trials are alive
+        if not self.sole:
+            self.share()
+        return self
+
+    def share(self) -> None:
+        """Hold the lock shared (from exclusive: let this run's workers and others join)."""
+        if self.fd is not None:
+            import fcntl
+
+            fcntl.flock(self.fd, fcntl.LOCK_SH)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the lock
+            self.fd = None
+
+
+def reclaim_stale(storage: Any, study: Any) -> int:
+    """Fail the trials of ``study`` still marked running and enqueue each again (at most twice
+    per trial, as :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` does for
+    heartbeats); the number failed. Only for a study no live process runs trials of
+    (:attr:`JournalUse.sole`)."""
+    import optuna
+
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if not running:
+        return 0
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in running:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+        retry(study, storage.get_trial(trial_id))
+    return len(running)
 
 
 def make_sampler(seed: int | None) -> Any:
@@ -212,6 +323,8 @@ def check_existing(url: str, name: str, problem: Problem, settings: StudySetting
     problem or with other settings); writes nothing."""
     import optuna
 
+    if is_journal(url) and not os.path.exists(url):
+        return  # nothing to check, and no file made before the work
     storage = open_storage(url)
     if _exists(storage, name):
         study = optuna.load_study(study_name=name, storage=storage)
@@ -222,6 +335,8 @@ def check_existing(url: str, name: str, problem: Problem, settings: StudySetting
 def recorded_problems(url: str) -> dict[str, str]:
     """The problems whose studies ``url`` holds: fingerprint → problem name."""
     out: dict[str, str] = {}
+    if is_journal(url) and not os.path.exists(url):
+        return out
     for s in open_storage(url).get_all_studies():
         seen = s.user_attrs.get(PREFIX + "fingerprint")
         if seen is not None:
@@ -387,8 +502,9 @@ def _run_worker(args: WorkerArgs, progress: Progress | None, total: int) -> int:
     start = simulated(study)
     if start >= args.target or finished(study) >= trial_cap(args.target):
         return 0
-    study.optimize(objective, n_trials=None, timeout=args.timeout_s,
-                   callbacks=[_Stop(args.target, progress, start, total, problem.objective)])
+    with JournalUse(args.url):
+        study.optimize(objective, n_trials=None, timeout=args.timeout_s,
+                       callbacks=[_Stop(args.target, progress, start, total, problem.objective)])
     return simulated(study) - start
 
 

@@ -3,7 +3,8 @@
 ``simulate(scenario)`` runs a :class:`Scenario` — instance groups of continuous-batching engines
 with paged KV caches, routers, prefill→decode transfers — on a workload, timing every iteration
 with the cost model, and returns a :class:`SimResult`. See :mod:`servingcast.sim.core` for the
-event loop and :mod:`servingcast.sim.instance` for the scheduler.
+event loop, :mod:`servingcast.sim.instance` for the scheduler and
+:mod:`servingcast.sim.engines` for what vLLM, SGLang and TensorRT-LLM do differently.
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ from servingcast.costmodel.comm import kv_transfer_s
 from servingcast.errors import SimulationError
 from servingcast.sim.cluster import GroupPlan
 from servingcast.sim.decodeset import DecodeSet
+from servingcast.sim.engines import build_policy
 from servingcast.sim.entities import Request
 from servingcast.sim.instance import Instance
 from servingcast.sim.kvcache import BlockPool
@@ -286,10 +287,12 @@ class Simulation:
                                  spec.enable_prefix_caching and spec.role != "decode")
                 decodes = DecodeSet(spec.block_size, plan.tokens_per_step, q,
                                     plan.cost_model.model.sliding_window)
+                engine = build_policy(spec.engine, spec.enable_chunked_prefill, spec.role,
+                                      plan.num_blocks, spec.block_size, q)
                 instances.append(Instance(
                     len(instances), f"{spec.name}/{k}", plan.index, spec.role, cost, pool,
                     decodes, spec.max_num_seqs, spec.max_num_batched_tokens,
-                    spec.enable_chunked_prefill))
+                    spec.enable_chunked_prefill, engine))
         return instances
 
     # -- the loop ----------------------------------------------------------------------------

@@ -61,6 +61,8 @@ class DecodeSet:
         self._trans: dict[Request, None] = {}
         self._residues: list[int] = []
         self._floor_sum = 0
+        #: sum over members of (remaining output at join * D + e * join step)
+        self._out_sum = 0
         self._done: list[tuple[int, int, int, Request]] = []
         self._cross: list[tuple[int, int, int, Request]] = []
         self._seq = itertools.count()
@@ -76,6 +78,7 @@ class DecodeSet:
         self.count += 1
         insort(self._residues, phi % self.unit)
         self._floor_sum += phi // self.unit
+        self._out_sum += remaining * self.scale + self.e * step
         finish = step + -(-remaining * self.scale // self.e)
         heapq.heappush(self._done, (finish, next(self._seq), req.inc, req))
         req.wstate = -1
@@ -89,6 +92,7 @@ class DecodeSet:
         phi = req.phi
         del self._residues[bisect_left(self._residues, phi % self.unit)]
         self._floor_sum -= phi // self.unit
+        self._out_sum -= (req.output_len - req.gen0) * self.scale + self.e * req.join_step
         advanced = (step - req.join_step) * self.e // self.scale
         req.generated = min(req.output_len, req.gen0 + advanced)
         return -(-(phi + self.e * step) // self.unit)
@@ -154,6 +158,15 @@ class DecodeSet:
             req = heapq.heappop(self._cross)[3]
             self._unplace(req)
             self._place(req, step)
+
+    def generated(self, req: Request, step: int) -> int:
+        """Output tokens member ``req`` has at ``step``."""
+        return min(req.output_len, req.gen0 + (step - req.join_step) * self.e // self.scale)
+
+    def remaining_tokens(self, step: int) -> float:
+        """Output tokens the members have still to generate at ``step``, summed (members join
+        with ``remaining = output_len - generated``, as the instance does)."""
+        return max(0.0, (self._out_sum - self.count * self.e * step) / self.scale)
 
     # -- sums for the cost model -----------------------------------------------------------
 

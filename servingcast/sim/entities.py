@@ -25,8 +25,8 @@ class Request:
     __slots__ = (
         "admitted", "arrival", "computed", "decode_instance", "decoding", "first_token", "gen0",
         "generated", "group", "held", "id", "inc", "input_len", "join_step", "kv_ready",
-        "output_len", "phi", "pin", "preemptions", "prefill_instance", "prefix_len", "shared",
-        "target", "wstate",
+        "output_len", "phi", "pin", "preemptions", "prefill_instance", "prefix_len", "reserve",
+        "shared", "target", "wstate",
     )
 
     def __init__(self, rid: int, arrival: float, input_len: int, output_len: int,
@@ -46,6 +46,9 @@ class Request:
         self.held = 0
         self.shared = 0
         self.pin = 0
+        #: KV blocks the engine keeps reserved for it while it runs (TensorRT-LLM's
+        #: guaranteed_no_evict, :mod:`servingcast.sim.engines`).
+        self.reserve = 0
         self.kv_ready = False
         self.decoding = False
         self.first_token = -1.0

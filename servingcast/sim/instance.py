@@ -1,19 +1,25 @@
-"""One serving engine: vLLM's continuous-batching scheduler over paged KV blocks.
+"""One serving engine: a continuous-batching scheduler over paged KV blocks.
 
-Each iteration (vLLM's ``Scheduler.schedule``):
+The scheduler is vLLM's; what differs between engines — whether prefill shares iterations with
+the decodes, what a request must find free to be admitted, which request is preempted and where
+it re-queues — is asked of the instance's engine policy (:mod:`servingcast.sim.engines`). Each
+iteration (vLLM's ``Scheduler.schedule``):
 
 1. *Running requests first.* Every decoding sequence gets its ``q`` tokens (1, or ``k + 1`` to
-   verify speculative tokens). If the KV blocks they need are not free, the most recently
-   admitted running request is preempted — its blocks freed, to be recomputed later from its
-   prompt and the tokens generated so far (vLLM's recompute preemption) — until they are.
-2. *Chunked prefill* (``enable_chunked_prefill``; Sarathi-Serve, Agrawal et al., OSDI 2024):
-   the rest of the ``max_num_batched_tokens`` budget goes to partly prefilled prompts, then to
-   waiting requests in arrival order — each a chunk of at most the budget left — while there are
-   fewer than ``max_num_seqs`` running and blocks for the chunk are free. Decodes never wait for
-   a prompt (stall-free batching).
-   *Without chunking* (vLLM V0's default): if waiting prompts can be admitted whole (budget,
-   ``max_num_seqs``, blocks), the iteration prefills them and nothing else — the decodes stall,
-   the prefill–decode interference DistServe removes; otherwise it decodes.
+   verify speculative tokens). If the KV blocks they need are not free, the policy's victim
+   (vLLM: the most recently admitted running request) is preempted — its blocks freed, to be
+   recomputed later from its prompt and the tokens generated so far (vLLM's recompute
+   preemption, SGLang's retraction) — until they are.
+2. *Mixed iterations* (vLLM with ``enable_chunked_prefill``; Sarathi-Serve, Agrawal et al., OSDI
+   2024; TensorRT-LLM): the rest of the ``max_num_batched_tokens`` budget goes to partly
+   prefilled prompts, then to waiting requests in arrival order — each a chunk of at most the
+   budget left (with chunking; else whole prompts that fit it) — while there are fewer than
+   ``max_num_seqs`` running, blocks for the chunk are free and the policy admits the request.
+   Decodes never wait for a prompt (stall-free batching).
+   *Prefill first* (vLLM V0 without chunking, SGLang): if waiting prompts can be admitted (or
+   partly prefilled prompts continued) within the budget, the iteration prefills them and
+   nothing else — the decodes stall, the prefill–decode interference DistServe removes;
+   otherwise it decodes.
 3. Prefix caching (``enable_prefix_caching``): admitted prompts start after their cached blocks
    (:mod:`servingcast.sim.kvcache`).
 
@@ -34,6 +40,7 @@ from collections import deque
 
 from servingcast.costmodel.batch import attention_pairs, kv_tokens_read
 from servingcast.sim.decodeset import DecodeSet
+from servingcast.sim.engines import EnginePolicy
 from servingcast.sim.entities import Batch, Request
 from servingcast.sim.kvcache import BlockPool
 from servingcast.sim.run import NO_PREFILL, ArrayRun, StepCost
@@ -44,7 +51,7 @@ class Instance:
 
     def __init__(self, index: int, name: str, group: int, role: str, cost: StepCost,
                  pool: BlockPool, decodes: DecodeSet, max_num_seqs: int,
-                 max_num_batched_tokens: int, chunked: bool) -> None:
+                 max_num_batched_tokens: int, chunked: bool, engine: EnginePolicy) -> None:
         self.index = index
         self.name = name
         self.group = group
@@ -55,9 +62,13 @@ class Instance:
         self.max_seqs = max_num_seqs
         self.max_tokens = max_num_batched_tokens
         self.chunked = chunked
+        self.engine = engine
+        self.mixed = engine.mixed
+        self.adaptive = engine.adaptive
+        self.gates = engine.gates
         self.window = cost.cm.model.sliding_window
-        #: vLLM V0 keeps 1% of the blocks free when admitting whole prompts.
-        self.watermark = 0 if chunked else -(-pool.total // 100)
+        #: Blocks kept free at admission (vLLM V0: 1 %).
+        self.watermark = engine.watermark
         self.waiting: deque[Request] = deque()
         self.prefilling: list[Request] = []
         self.running: dict[Request, None] = {}
@@ -138,6 +149,8 @@ class Instance:
         dec = self.dec
         if batch.decodes:
             self.step += batch.steps
+            if self.adaptive:
+                self.engine.decoded(batch.steps)
             for req in dec.pop_finished(self.step):
                 self._leave(req)
                 finished.append(req)
@@ -154,10 +167,14 @@ class Instance:
             if req.generated >= req.output_len:
                 self._release(req, req.held, req.target)
                 del self.running[req]
+                if self.gates:
+                    self.engine.release(req)
                 self.outstanding -= 1
                 finished.append(req)
             elif self.role == "prefill":
                 del self.running[req]
+                if self.gates:
+                    self.engine.release(req)
                 self.outstanding -= 1
                 handoffs.append(req)
             else:
@@ -176,53 +193,65 @@ class Instance:
         step, dec, pool = self.step, self.dec, self.pool
         self._reserved = 0
         chunks: list[tuple[Request, int]] = []
-        if not self.chunked and self.waiting:  # V0: whole prompts first, decodes stall
-            self._admit(chunks, self.max_tokens, now)
+        if not self.mixed and (self.waiting or self.prefilling):  # prefill first, decodes stall
+            self._prefill(chunks, self.max_tokens, now)
             if chunks:
                 self.pool.free(self._reserved)  # handed-off joins wait for the next decode
                 return self._batch(now, chunks, 0, 1, 0)
         if dec.count:  # running requests first: room for every decode's next token
             base = dec.blocks(step)
             growth = dec.growth(step, 1, base)
-            while growth > pool.available() + self._reserved:
-                self._preempt(next(reversed(self.running)))
-                base = dec.blocks(step)
-                growth = dec.growth(step, 1, base)
+            if growth > pool.available() + self._reserved:
+                while growth > pool.available() + self._reserved:
+                    self._preempt(self.engine.victim(self))
+                    base = dec.blocks(step)
+                    growth = dec.growth(step, 1, base)
+                self.engine.retracted(self)
             pool.allocate(growth - self._reserved)
             self._reserved = growth
-        if self.chunked:
-            budget = self.max_tokens - dec.count * self.cost.q
-            for req in list(self.prefilling):
-                if budget <= 0:
-                    break
-                if req in self.running:
-                    take = min(req.target - req.computed, budget)
-                    if self._grow(req, take):
-                        chunks.append((req, take))
-                        budget -= take
-            if self.waiting:
-                self._admit(chunks, budget, now)
+        if self.mixed and (self.waiting or self.prefilling):
+            self._prefill(chunks, self.max_tokens - dec.count * self.cost.q, now)
         if not chunks and not dec.count:
             pool.free(self._reserved)
+            if self.adaptive:
+                self.engine.idle()
             return None
         steps, growth = 1, self._reserved
         if not chunks:  # a run: the batch cannot change before its next event
-            steps = dec.max_steps(step, pool.available() + growth, dec.steps_to_event(step))
+            limit = dec.steps_to_event(step)
+            if self.adaptive and self.waiting:  # the engine's admission rule drifts
+                limit = min(limit, self.engine.run_limit(self, pool.available() + growth))
+            steps = dec.max_steps(step, pool.available() + growth, limit)
             if steps > 1:
                 growth = dec.growth(step, steps)  # members may have changed since
                 pool.allocate(growth - self._reserved)
         return self._batch(now, chunks, dec.count, steps, growth)
 
+    def _prefill(self, chunks: list[tuple[Request, int]], budget: int, now: float) -> None:
+        """Continue partly prefilled prompts, then admit waiting requests, within ``budget``
+        tokens."""
+        for req in list(self.prefilling):
+            if budget <= 0:
+                break
+            if req in self.running:
+                take = min(req.target - req.computed, budget)
+                if self._grow(req, take):
+                    chunks.append((req, take))
+                    budget -= take
+        if self.waiting:
+            self._admit(chunks, budget, now)
+
     def _admit(self, chunks: list[tuple[Request, int]], budget: int, now: float) -> None:
         """Admit waiting requests in arrival order while they fit (module docstring)."""
-        pool, dec, block = self.pool, self.dec, self.pool.block_size
+        pool, dec, block, engine = self.pool, self.dec, self.pool.block_size, self.engine
         while self.waiting and len(self.running) < self.max_seqs:
             req = self.waiting[0]
             if req.kv_ready:  # handed off: join the decodes if its cache and next step fit
                 need = pool.blocks(req.target)
                 dec.join(req, self.step, req.target, req.output_len - req.generated)
                 growth = dec.growth(self.step, 1)
-                if need + growth - self._reserved > pool.available():
+                if (need + growth - self._reserved > pool.available()
+                        or (self.gates and not engine.admits(self, req, req.target))):
                     dec.leave(req, self.step)
                     break
                 pool.allocate(need + growth - self._reserved)
@@ -237,11 +266,12 @@ class Instance:
             take = req.target - computed
             if self.chunked:
                 take = min(take, budget)
-            elif chunks and take > budget:
-                break
+            elif take > budget and (chunks or budget < self.max_tokens):
+                break  # whole prompts; the first of an idle iteration may exceed the budget
             need = pool.blocks(computed + take) - hit
             pool.pin(req.group, hit)  # first: pinned cached blocks are no longer evictable
-            if need + self.watermark > pool.available():
+            if (need + self.watermark > pool.available()
+                    or (self.gates and not engine.admits(self, req, take))):
                 pool.unpin(req.group, hit)
                 break
             pool.allocate(need)
@@ -267,7 +297,7 @@ class Instance:
         requests if needed; False when ``req`` itself was preempted."""
         need = self.pool.blocks(req.computed + take) - req.held
         while need > self.pool.available():
-            victim = next(reversed(self.running))
+            victim = self.engine.victim(self)
             self._preempt(victim)
             if victim is req:
                 return False
@@ -276,8 +306,10 @@ class Instance:
         return True
 
     def _preempt(self, req: Request) -> None:
-        """Recompute preemption: free ``req``'s blocks and queue it first."""
+        """Recompute preemption: free ``req``'s blocks and queue it first (SGLang: last)."""
         del self.running[req]
+        if self.gates:
+            self.engine.release(req)
         if req.decoding:
             held = self.dec.leave(req, self.step)
             req.decoding = False
@@ -295,7 +327,10 @@ class Instance:
         req.kv_ready = False
         req.preemptions += 1
         self.preemptions += 1
-        self.waiting.appendleft(req)
+        if self.engine.to_front:
+            self.waiting.appendleft(req)
+        else:
+            self.waiting.append(req)
         self.queued_blocks += self.pool.blocks(req.target)
 
     def _leave(self, req: Request) -> None:
@@ -304,6 +339,8 @@ class Instance:
         req.decoding = False
         self._release(req, held, req.input_len + req.generated - 1)
         del self.running[req]
+        if self.gates:
+            self.engine.release(req)
         self.outstanding -= 1
 
     def _release(self, req: Request, held: int, tokens: int) -> None:

@@ -15,6 +15,10 @@ as in vLLM). When its prompt is computed its shared full blocks join the cache; 
 or is preempted its whole context does (the next turn of a session starts with it).
 
 Invariant: ``used + cached <= total`` and ``available() = total - used - pinned``.
+
+The same cache stands for SGLang's radix tree and TensorRT-LLM's block reuse (block sizes 1 and
+32 by default): all three reuse whole cached blocks of a shared prefix and evict least recently
+used ones (:mod:`servingcast.sim.engines`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ Definitions (``vllm bench serve`` and DistServe's, see DESIGN.md):
   (limits that are set). Goodput = such requests per second; SLO attainment = their fraction of
   *all* requests (rejected ones count as not meeting).
 * Per instance group: utilization = busy time / (instances x window); KV usage = blocks held by
-  running requests / capacity, time-weighted mean (sampled at iteration boundaries) and peak.
+  running requests / capacity, time-weighted mean (sampled at iteration boundaries) and peak;
+  TTFT of the completed requests it prefilled, TPOT of those it decoded (its engine's results
+  when groups of several engines share a workload).
 * ``mean_in_system`` is the time-average of the number of requests in the system, integrated by
   the simulator as requests come and go — Little's law says it equals throughput x mean E2E.
 """
@@ -61,6 +63,7 @@ class GroupStats:
     name: str
     role: str
     hardware: str
+    engine: str
     count: int
     kv_capacity_tokens: int
     utilization: float
@@ -68,6 +71,8 @@ class GroupStats:
     kv_usage_peak: float
     preemptions: int
     prefix_cache_hit_rate: float | None
+    ttft_ms: LatencyStats
+    tpot_ms: LatencyStats
 
 
 @dataclass(frozen=True)
@@ -205,14 +210,23 @@ def meets_slo(req: RequestArrays, scenario: Scenario) -> npt.NDArray[np.bool_]:
     return ok
 
 
-def _groups(sim: Simulation, window: float) -> list[GroupStats]:
+def _groups(sim: Simulation, window: float, req: RequestArrays,
+            ttft_ms: LatencyStats, tpot_ms: LatencyStats) -> list[GroupStats]:
+    """Per group; ``ttft_ms``/``tpot_ms``: the whole run's (a lone group's own)."""
     out = []
+    ttft, tpot = req.ttft_s, req.tpot_s
+    if len(sim.plans) > 1:
+        group_of = np.asarray([inst.group for inst in sim.instances] + [-1], dtype=np.int64)
+        done = req.completed
+        front = group_of[req.prefill_instance]  # index -1 (rejected) reads the -1 sentinel
+        back = group_of[req.decode_instance]
     for plan in sim.plans:
         members = [i for i in sim.instances if i.group == plan.index]
         blocks = plan.num_blocks * len(members)
         prompt = sum(i.prompt_tokens for i in members)
         out.append(GroupStats(
             name=plan.spec.name, role=plan.spec.role, hardware=plan.cost_model.hardware.name,
+            engine=plan.spec.engine.label,
             count=len(members), kv_capacity_tokens=plan.capacity_tokens,
             utilization=sum(i.busy_s for i in members) / (len(members) * window),
             kv_usage_mean=sum(i.kv_area for i in members) / (blocks * window),
@@ -220,6 +234,10 @@ def _groups(sim: Simulation, window: float) -> list[GroupStats]:
             preemptions=sum(i.preemptions for i in members),
             prefix_cache_hit_rate=(sum(i.cached_tokens for i in members) / prompt
                                    if plan.spec.enable_prefix_caching and prompt else None),
+            ttft_ms=(ttft_ms if len(sim.plans) == 1
+                     else LatencyStats.of(ttft[done & (front == plan.index)])),
+            tpot_ms=(tpot_ms if len(sim.plans) == 1
+                     else LatencyStats.of(tpot[done & (back == plan.index)])),
         ))
     return out
 
@@ -252,6 +270,7 @@ def collect(sim: Simulation) -> SimResult:
     attainment = float(met.sum() / n) if n else 0.0
     reasons = {REJECT_REASONS[code]: int(np.sum(req.reject_reason == code))
                for code in range(1, len(REJECT_REASONS))}
+    ttft_ms, tpot_ms = LatencyStats.of(req.ttft_s), LatencyStats.of(req.tpot_s)
     summary = Summary(
         num_requests=n,
         completed=int(done.sum()),
@@ -266,14 +285,14 @@ def collect(sim: Simulation) -> SimResult:
         slo_met=attainment >= slo.attainment,
         slo={"ttft_ms": None if slo.ttft is None else slo.ttft * 1e3,
              "tpot_ms": None if slo.tpot is None else slo.tpot * 1e3},
-        ttft_ms=LatencyStats.of(req.ttft_s),
-        tpot_ms=LatencyStats.of(req.tpot_s),
+        ttft_ms=ttft_ms,
+        tpot_ms=tpot_ms,
         e2e_ms=LatencyStats.of(req.e2e_s),
         queueing_ms=LatencyStats.of(req.queueing_s),
         mean_in_system=sim.in_system_area / window,
         preemptions=int(req.preemptions.sum()),
         rejected_by_reason={k: v for k, v in reasons.items() if v},
-        groups=_groups(sim, window),
+        groups=_groups(sim, window, req, ttft_ms, tpot_ms),
     )
     series = None
     if sim.options.timeseries:

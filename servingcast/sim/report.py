@@ -74,13 +74,18 @@ def summary_table(result: SimResult) -> str:
     rows = []
     for g in s.groups:
         hits = "-" if g.prefix_cache_hit_rate is None else f"{g.prefix_cache_hit_rate:.1%}"
-        rows.append([g.name, g.role, g.hardware, str(g.count), f"{g.utilization:.1%}",
+        rows.append([g.name, g.role, g.hardware, g.engine, str(g.count), f"{g.utilization:.1%}",
                      f"{g.kv_usage_mean:.1%}", f"{g.kv_usage_peak:.1%}", str(g.preemptions),
                      hits])
-    lines += _table(["Instance group", "role", "hardware", "count", "busy", "KV mean",
-                     "KV peak", "preemptions", "prefix hits"], rows, left=3)
+    lines += _table(["Instance group", "role", "hardware", "engine", "count", "busy", "KV mean",
+                     "KV peak", "preemptions", "prefix hits"], rows, left=4)
     lines.append(f"  mean requests in system {s.mean_in_system:,.2f}; preemptions "
                  f"{s.preemptions:,}")
+    if len(s.groups) > 1:  # each group's own requests, e.g. engines compared on one workload
+        lines.append("")
+        lines += _table(["Latency by group (ms)", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99"],
+                        [[g.name, _ms(g.ttft_ms.p50), _ms(g.ttft_ms.p99), _ms(g.tpot_ms.p50),
+                          _ms(g.tpot_ms.p99)] for g in s.groups])
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ Example (``configs/scenarios/single-instance.yaml``)::
 
     model: llama-3.1-8b
     instance_groups:
-      - {name: main, count: 1, hardware: h100-sxm, max_num_seqs: 128}
+      - {name: main, count: 1, hardware: h100-sxm, max_num_seqs: 128}   # engine: vllm
     workload:
       num_requests: 500
       arrival: {kind: poisson, rate: 4}
@@ -20,6 +20,7 @@ Example (``configs/scenarios/single-instance.yaml``)::
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,6 +38,7 @@ from pydantic import (
 )
 
 from servingcast._yaml import format_validation_error, read_yaml
+from servingcast.engines import EngineConfig, VllmEngine, parse_engine
 from servingcast.errors import ConfigError
 from servingcast.sim.routers import LeastOutstandingRouter, RouterConfig
 from servingcast.specs.catalog import get_hardware, get_model
@@ -78,12 +80,21 @@ class Speculative(BaseModel):
 
 
 class InstanceGroup(BaseModel):
-    """``count`` identical engines (data-parallel replicas), with vLLM's engine limits."""
+    """``count`` identical engines (data-parallel replicas) and their limits.
+
+    ``engine`` (default ``vllm``; :mod:`servingcast.engines`) picks the scheduling policy and the
+    defaults of ``max_num_seqs``, ``max_num_batched_tokens``, ``enable_chunked_prefill`` and
+    ``block_size``: a field the group leaves unset takes its engine's default (the defaults
+    below are vLLM's), a field it sets wins.
+    """
 
     model_config = _FROZEN
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     count: int = Field(1, ge=1)
     hardware: str
+    engine: EngineConfig = Field(
+        VllmEngine(), description="vllm, sglang or trtllm, or {kind: trtllm, "
+        "capacity_scheduler: max_utilization} / {kind: sglang, schedule_conservativeness: 1.3}")
     role: Literal["aggregated", "prefill", "decode"] = "aggregated"
     tp: int = Field(1, ge=1)
     pp: int = Field(1, ge=1)
@@ -108,6 +119,25 @@ class InstanceGroup(BaseModel):
         None, description="each instance's KV-transfer link, each way, e.g. '400 GB/s' for 8 "
         "GPUs of 400 Gb/s (default: network.bandwidth); a transfer runs at the slower end's")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        """Fill the fields the group leaves unset with its engine's defaults."""
+        if not isinstance(data, dict):
+            return data
+        try:
+            engine = parse_engine(data.get("engine", "vllm"))
+        except (ValidationError, ValueError):
+            return data  # the engine field reports it
+        hbm_gib = None
+        hardware = data.get("hardware")
+        if isinstance(hardware, str):
+            with contextlib.suppress(ConfigError):  # the hardware field reports it
+                hbm_gib = get_hardware(_relative(hardware, info)).hbm_gib
+        defaults = engine.defaults(hbm_gib)
+        missing = {k: v for k, v in defaults.items() if data.get(k) is None}
+        return {**data, **missing} if missing else data
+
     @field_validator("hardware")
     @classmethod
     def _known(cls, value: str, info: ValidationInfo) -> str:
@@ -117,10 +147,14 @@ class InstanceGroup(BaseModel):
 
     @model_validator(mode="after")
     def _budget(self) -> InstanceGroup:
-        if self.max_num_batched_tokens < self.max_num_seqs:
+        # SGLang's chunk budget counts prefill tokens only; vLLM requires the rule, and
+        # TensorRT-LLM counts every decode against max_num_tokens too.
+        if self.engine.kind != "sglang" and self.max_num_batched_tokens < self.max_num_seqs:
+            engine = "vLLM requires" if self.engine.kind == "vllm" else (
+                "TensorRT-LLM counts each decode against max_num_tokens")
             raise field_error(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs "
-                f"({self.max_num_seqs}), as vLLM requires. To fix: raise max_num_batched_tokens "
+                f"({self.max_num_seqs}), as {engine}. To fix: raise max_num_batched_tokens "
                 "or lower max_num_seqs")
         return self
 
@@ -151,6 +185,8 @@ class Scenario(BaseModel):
     kv_cache_dtype: str | None = None
     efficiency: float | Literal["calibrated"] = "calibrated"
     speculative: Speculative | None = None
+    engine: EngineConfig | None = Field(
+        None, description="the engine of every group that names none (default: vllm)")
     instance_groups: list[InstanceGroup] = Field(min_length=1)
     router: RouterConfig = LeastOutstandingRouter(kind="least_outstanding")
     decode_router: RouterConfig | None = None
@@ -158,6 +194,24 @@ class Scenario(BaseModel):
     workload: Workload
     slo: SLO = SLO()
     seed: int = Field(0, ge=0, description="seeds the workload's random draws (>= 0)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_engine(cls, data: Any) -> Any:
+        """The scenario's ``engine`` goes to every group that names none."""
+        if not isinstance(data, dict) or data.get("engine") is None:
+            return data
+        groups = data.get("instance_groups")
+        if not isinstance(groups, list):
+            return data
+        engine = data["engine"]
+        try:
+            parse_engine(engine)
+        except ValidationError:
+            return data  # the scenario's engine field reports it, once
+        return {**data, "instance_groups": [
+            {**g, "engine": engine} if isinstance(g, dict) and "engine" not in g else g
+            for g in groups]}
 
     @field_validator("model")
     @classmethod

@@ -96,14 +96,24 @@ def _lookup(name: str, catalog: dict[str, S], what: str, extra_hint: str) -> S:
     )
 
 
+#: Devices read from YAML files in this process, by name. The planner and the simulator name a
+#: device by its ``name`` once they have resolved it (plans, exported scenarios), so a device
+#: from a file is found by that name too; a catalog entry of the same name wins.
+_FILE_HARDWARE: dict[str, HardwareSpec] = {}
+
+
 def get_hardware(name: str | HardwareSpec) -> HardwareSpec:
-    """A catalog device by name or alias (``h100``, ``H100-SXM``), or a YAML file path."""
+    """A catalog device by name or alias (``h100``, ``H100-SXM``), or a YAML file path (then
+    also, for the rest of the process, by the file's ``name``)."""
     if isinstance(name, HardwareSpec):
         return name
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
-        return load_model(path, HardwareSpec)
-    return _lookup(name, hardware_catalog(), "hardware", " or pass a YAML file of your own")
+        spec = load_model(path, HardwareSpec)
+        _FILE_HARDWARE[spec.name] = spec
+        return spec
+    return _lookup(name, {**_FILE_HARDWARE, **hardware_catalog()}, "hardware",
+                   " or pass a YAML file of your own")
 
 
 def get_model(name: str | ModelSpec) -> ModelSpec:

@@ -1,6 +1,7 @@
 """Candidate enumeration, drops by reason, and dominance pruning."""
 
 import math
+from statistics import NormalDist
 
 import pytest
 
@@ -77,13 +78,24 @@ def test_engine_limits_follow_the_capacity(small) -> None:  # type: ignore[no-un
             continue
         cap = c.engine_max_num_seqs
         assert c.capacity.max_batch <= cap <= c.config.max_num_seqs
-        slots = cap - (c.config.pp if c.config.role == "aggregated" else 0)
-        # A request waits for a free slot at most a quarter of the tail budget (or the cap is
-        # the searched one).
+        extra = c.config.pp if c.config.role == "aggregated" else 0
+        slots = cap - extra
+        # Never more slots than the KV cache holds sequences (past it: preemption).
+        kv = int(c.profile.b_kv)
+        assert slots <= max(kv, math.ceil(c.capacity.max_batch))
+        # Within that: a request waits for a free slot at most a quarter of the tail budget
+        # (or the cap is the searched one) ...
         wait = float(erlang_c(slots, c.capacity.batch))
-        assert wait <= (1 - 0.9) / 4 + 1e-12 or cap == c.config.max_num_seqs
-        if slots > max(1, math.ceil(c.capacity.max_batch)):
-            assert float(erlang_c(slots - 1, c.capacity.batch)) > (1 - 0.9) / 4
+        assert wait <= (1 - 0.9) / 4 + 1e-12 or cap == c.config.max_num_seqs or slots == kv
+        # ... and the cap holds the batch law's 1 - (1 - q) / 4 quantile,
+        # b + (b_q - b) z' / z_q: the smallest cap doing both.
+        q = c.profile.quantile
+        z_q, z_cap = NormalDist().inv_cdf(q), NormalDist().inv_cdf(1 - (1 - q) / 4)
+        wide = math.ceil(c.capacity.batch + (c.capacity.max_batch - c.capacity.batch)
+                         * z_cap / z_q)
+        assert slots >= min(wide, c.config.max_num_seqs - extra, kv)
+        if slots > max(1, math.ceil(c.capacity.max_batch), wide):
+            assert float(erlang_c(slots - 1, c.capacity.batch)) > (1 - q) / 4
 
 
 @pytest.mark.parametrize("mode", ["aggregated", "disaggregated"])

@@ -14,8 +14,10 @@ from servingcast.planner.capacity import (
     PrefillProfile,
     Shape,
     evaluate_profiles,
+    shape_of,
 )
-from servingcast.planner.queueing import mg1_wait_quantile_s
+from servingcast.planner.lengths import length_points
+from servingcast.planner.queueing import lifetime_spread, mg1_wait_quantile_s, rate_elasticity
 from servingcast.specs import get_hardware, get_model, get_precision
 
 from .conftest import make_problem
@@ -61,10 +63,15 @@ def test_decode_capacity_from_explicit_batches(cm: CostModel) -> None:
     mean = cm.step(Batch.of(decode=[1152] * b)).latency_s
     # Little's law: b requests each decoding 255 tokens at the mean TPOT.
     assert cap.rate_per_s == pytest.approx(b / (255 * mean), rel=1e-9)
-    # TPOT at the batch quantile meets the limit; one more request in the mean batch breaks it.
+    # TPOT at the batch a request sees over its life (between the mean and the quantile the
+    # KV cache must hold) meets the limit; one more request in the mean batch breaks it.
     assert cap.max_batch > b and cap.tpot_s is not None and cap.tpot_s <= 0.030
-    lo = cm.step(Batch.of(decode=[1152] * math.floor(cap.max_batch))).latency_s
-    hi = cm.step(Batch.of(decode=[1152] * math.ceil(cap.max_batch))).latency_s
+    eps = float(np.interp(b, _decode(cm).batch, rate_elasticity(_decode(cm).batch,
+                                                                _decode(cm).rate)))
+    seen = b + (cap.max_batch - b) * float(lifetime_spread(eps))
+    assert b < seen < cap.max_batch
+    lo = cm.step(Batch.of(decode=[1152] * math.floor(seen))).latency_s
+    hi = cm.step(Batch.of(decode=[1152] * math.ceil(seen))).latency_s
     assert lo <= cap.tpot_s <= hi
     nxt = _decode(cm)
     assert nxt.tpot[b] > 0.030   # index b is batch b + 1
@@ -103,10 +110,15 @@ def test_aggregated_capacity_meets_both_limits(cm: CostModel) -> None:
     assert tight.ttft_s is not None and tight.ttft_s <= 0.3
     assert tight.tpot_s is not None and tight.tpot_s <= 0.03
     assert loose.rate_per_s > tight.rate_per_s
-    # Light load: TPOT close to a decode step with a little prefill, TTFT about one prefill.
+    # Light load: TPOT close to a decode step with a little prefill; TTFT one prefill beside
+    # the decodes, after the rest of the decode iteration a prompt arrives in (gated batches:
+    # at the SLO's quantile nearly a whole one), so between one prefill and that plus two
+    # decode iterations.
     light = prof.at_rate(0.5)
     one = cm.step(Batch.of(prefill=[(1024, 0)])).latency_s
-    assert light.ttft_s == pytest.approx(one, rel=0.1)
+    decode = cm.step(Batch.of(decode=[1024] * max(1, round(light.batch)))).latency_s
+    assert light.ttft_s is not None
+    assert one < light.ttft_s <= (one + 2 * decode) * 1.05
     assert light.tpot_mean_s is not None and light.tpot_s is not None
     assert light.tpot_mean_s <= light.tpot_s
 
@@ -133,3 +145,20 @@ def test_planned_load_metrics_grow_with_load(cm: CostModel) -> None:
     assert tpots == sorted(tpots)
     assert points[-1].tpot_s == pytest.approx(cap.tpot_s, rel=1e-6)
     assert np.isclose(points[-1].batch, cap.batch)
+
+
+def test_an_engine_that_reserves_the_output_holds_fewer_requests() -> None:
+    # TensorRT-LLM's default (guaranteed_no_evict) reserves prompt + output at admission:
+    # E[L] + E[O²]/E[O] KV tokens a request (servingcast.engines); vLLM holds its context.
+    from servingcast.engines import SglangEngine, TrtllmEngine, VllmEngine
+
+    w = make_problem(workloads=[{
+        "name": "chat", "model": "llama-3.1-8b", "precision": "bf16", "input_len": 1000,
+        "output_len": {"kind": "lognormal", "mean": 250, "std": 250, "max": 4000},
+        "slo": {"ttft": "1 s", "tpot": "50 ms"}}]).workloads[0]
+    vllm, trt = shape_of(w, VllmEngine()), shape_of(w, TrtllmEngine())
+    o1 = vllm.output_mean
+    assert vllm.seq_len == shape_of(w).seq_len == math.ceil(1000 + o1)
+    o2 = float((length_points(w.output_len) ** 2).mean())
+    assert trt.seq_len == math.ceil(1000 + o2 / o1) > vllm.seq_len
+    assert shape_of(w, SglangEngine()).seq_len == vllm.seq_len  # within L + O

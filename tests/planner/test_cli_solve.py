@@ -53,7 +53,7 @@ def test_output_folder(tmp_path: Path) -> None:
                              "--mip-gap", "0.01", "--no-refine")
     assert code == 0, stdout
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["alternatives.json", "pareto.csv", "pareto.png", "plan.json",
+    assert names == ["alternatives.json", "deploy", "pareto.csv", "pareto.png", "plan.json",
                      "scenario.yaml"]
     assert "Wrote plan.json, alternatives.json, pareto.csv, pareto.png, scenario.yaml" in stdout
     before = (out / "plan.json").read_bytes()
@@ -104,16 +104,19 @@ def test_refinement_writes_its_section_and_a_rerun_resumes(tmp_path: Path) -> No
     folder resumes the study (no --force needed) and keeps every finished trial."""
     import optuna
 
+    from servingcast.refine.study import open_storage
+
     out = tmp_path / "refined"
     args = (QUICKSTART, "--output", str(out), "--trials", "2", "--sim-requests", "300",
             "--no-pareto", "--top", "1")
     code, stdout, err = invoke(*args)
     assert code == 0, err
-    assert "Refined plan vs MILP plan" in stdout and "optuna-dashboard sqlite:///" in stdout
+    assert "Refined plan vs MILP plan" in stdout
+    assert f"optuna-dashboard {out / 'study.log'}" in stdout
     plan = json.loads((out / "plan.json").read_text())
     assert plan["refined"] and "simulated" in json.dumps(plan["refined"])
     assert (out / "refine_history.png").read_bytes().startswith(b"\x89PNG")
-    storage = f"sqlite:///{out / 'study.db'}"
+    storage = open_storage(str(out / "study.log"))
     first = len(optuna.load_study(study_name="quickstart", storage=storage).trials)
     code, _, err = invoke(*args[:4], "3", *args[5:])
     assert code == 0, err

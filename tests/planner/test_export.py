@@ -120,3 +120,40 @@ def test_quickstart_plan_meets_its_slos_in_the_simulator() -> None:
     assert summary.completed == 4000 and summary.rejected == 0
     assert summary.slo_attainment >= problem.workloads[0].slo.attainment
     assert summary.ttft_ms.p90 <= 500 and summary.tpot_ms.p90 <= 50
+
+
+def test_a_device_from_the_users_file_travels_with_the_scenarios(tmp_path: Path) -> None:
+    # E.g. `servingcast calibrate --output my-h100.yaml`: the output folder gets a copy and its
+    # scenarios name it by a relative path, so a fresh process simulates them (no absolute
+    # path, no name only this process knows).
+    from servingcast.specs.catalog import get_hardware
+
+    device = get_hardware("h100-sxm").model_copy(update={"name": "my-h100-copy"})
+    (tmp_path / "my-h100.yaml").write_text(yaml.safe_dump(device.model_dump(mode="json")))
+    data = yaml.safe_load((PROBLEMS / "quickstart.yaml").read_text())
+    data["pools"][0]["hardware"] = "my-h100.yaml"
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(data))
+    problem = load_problem(tmp_path / "p.yaml")
+    files = render_outputs(solve(problem, top_k=1, pareto_factors=None, compare_modes=False))
+    copy = yaml.safe_load(files["hardware-my-h100-copy.yaml"])
+    assert copy == json.loads(json.dumps(device.model_dump(mode="json")))
+    out = tmp_path / "out"
+    write_outputs(files, out)
+    scenario = yaml.safe_load((out / "scenario.yaml").read_text())
+    assert {g["hardware"] for g in scenario["instance_groups"]} == {"hardware-my-h100-copy.yaml"}
+    loaded = sim.scenario_from_dict(scenario, base_dir=out)
+    assert loaded.instance_groups[0].hardware == str(out / "hardware-my-h100-copy.yaml")
+    assert not any(str(tmp_path) in v.decode(errors="ignore") for v in files.values())
+
+
+def test_the_problems_engine_runs_every_exported_group() -> None:
+    data = yaml.safe_load((PROBLEMS / "quickstart.yaml").read_text())
+    data["engine"] = "sglang"
+    from servingcast.planner.problem import problem_from_dict
+
+    problem = problem_from_dict(data)
+    plan = solve(problem, top_k=1, pareto_factors=None, compare_modes=False).plan
+    scenario = sim.scenario_from_dict(to_scenario(problem, plan))
+    # Planned with a prefill chunk beside the decodes: SGLang's --enable-mixed-chunk.
+    assert scenario.engine is not None and scenario.engine.kind == "sglang"
+    assert scenario.engine.enable_mixed_chunk is True

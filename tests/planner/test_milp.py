@@ -210,3 +210,22 @@ def test_report_names_and_sizes(small) -> None:  # type: ignore[no-untyped-def]
     assert report.gap is not None and report.gap <= 1e-3 + 1e-12
     assert math.isclose(report.objective or 0.0, report.objective_bound or 0.0, rel_tol=1e-3)
 
+
+
+def test_highs_rejecting_its_own_optimum_is_solved_again() -> None:
+    # random-03 of scripts/bench_plan_quality.py: HiGHS 1.16 "claims optimality, but with
+    # ... primal infeasibilities" (1e-6, its tolerance) and reports a solve error; the planner
+    # solves again at a 1e-5 MIP feasibility tolerance and the plan re-checks.
+    from servingcast.planner import solve, verify_plan
+    from servingcast.planner.problem import problem_from_dict
+
+    problem = problem_from_dict({
+        "name": "random-03", "pools": [{"name": "h200", "hardware": "h200-sxm", "count": 32}],
+        "network": {"bandwidth_per_gpu": "50 GB/s"},
+        "workloads": [{"name": "w", "model": "qwen3-8b", "precision": "bf16",
+                       "input_len": 8000, "output_len": 1000,
+                       "slo": {"ttft": "4 s", "tpot": "80 ms", "attainment": 0.95}}],
+        "search": {"tp": [1, 2, 4, 8], "pp": [1], "max_num_seqs": [128, 256, 512],
+                   "max_num_batched_tokens": [2048, 8192]}})
+    plan = solve(problem, top_k=1, pareto_factors=None, compare_modes=False).plan
+    assert plan.served_rate_per_s > 40 and verify_plan(problem, plan) == []

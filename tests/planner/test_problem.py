@@ -128,3 +128,45 @@ def test_problems_round_trip(path: Path) -> None:
     problem = load_problem(path)
     again = problem_from_dict(problem.model_dump(by_alias=True, exclude_none=True))
     assert again == problem
+
+
+def test_engine_default_options_and_errors(tmp_path: Path) -> None:
+    from servingcast.engines import SglangEngine, TrtllmEngine, VllmEngine
+
+    plain = load_problem(_write(tmp_path, BASE))
+    assert plain.engine == VllmEngine()
+    # The default engine leaves the dump (and the fingerprint) as it was before engines.
+    assert "engine" not in plain.model_dump(by_alias=True)
+    assert load_problem(_write(tmp_path, BASE + "engine: sglang\n")).engine == SglangEngine()
+    mu = load_problem(_write(tmp_path, BASE + "engine: {kind: trtllm, capacity_scheduler: "
+                             "max_utilization}\n"))
+    assert mu.engine == TrtllmEngine(capacity_scheduler="max_utilization")
+    again = problem_from_dict(mu.model_dump(by_alias=True, exclude_none=True))
+    assert again == mu
+    with pytest.raises(ConfigError) as err:
+        load_problem(_write(tmp_path, BASE + "engine: tensorrt\n"))
+    assert ("p.yaml:10: engine: unknown engine 'tensorrt'; servingcast models vllm, sglang, "
+            "trtllm. To fix: use one of those") in str(err.value)
+
+
+def test_engine_goes_to_the_exported_scenario() -> None:
+    from servingcast.engines import TrtllmEngine
+    from servingcast.planner import solve, to_scenario
+    from servingcast.sim.scenario import scenario_from_dict
+
+    problem = make_problem(engine="trtllm")
+    plan = solve(problem, top_k=1, pareto_factors=None, compare_modes=False).plan
+    data = to_scenario(problem, plan)
+    assert data["engine"] == "trtllm"
+    scenario = scenario_from_dict(data)
+    planned = plan.workloads[0].groups[0]
+    for g in scenario.instance_groups:
+        assert g.engine == TrtllmEngine()
+        # The plan's limits are set explicitly, so they win over TensorRT-LLM's defaults.
+        assert (g.max_num_seqs, g.block_size) == (planned.max_num_seqs, 16)
+    vllm = make_problem()
+    assert "engine" not in to_scenario(vllm, solve(vllm, top_k=1, pareto_factors=None,
+                                                   compare_modes=False).plan)
+    mu = make_problem(engine={"kind": "trtllm", "capacity_scheduler": "max_utilization"})
+    assert to_scenario(mu, plan)["engine"] == {"kind": "trtllm",
+                                               "capacity_scheduler": "max_utilization"}

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from servingcast.planner.queueing import (
+    gated_batch_ttft_quantile_s,
+    lifetime_spread,
     md1_wait_cdf,
     md1_wait_quantile_s,
     mg1_mean_wait_s,
@@ -91,3 +93,57 @@ def test_rate_elasticity() -> None:
     assert np.allclose(rate_elasticity(b, 3.0 * b), 1.0)        # rate proportional to batch
     tau = 0.01 + 0.001 * b                                       # affine step time
     assert np.allclose(rate_elasticity(b, b / tau)[1:-1], (0.01 / tau)[1:-1], rtol=0.02)
+
+
+def _gated(lam: float, tau: float, work: float, n_iter: int = 200_000,
+           seed: int = 3) -> np.ndarray:
+    """TTFTs of the gated-batch engine (queueing item 9) by direct simulation: each iteration
+    lasts tau plus ``work`` per prompt that arrived during the previous one; a prompt's TTFT is
+    the rest of the iteration it arrived in plus the next (its own work included)."""
+    rng = np.random.default_rng(seed)
+    d, out = tau, []
+    for _ in range(n_iter):
+        k = rng.poisson(lam * d)
+        nxt = tau + k * work
+        if k:
+            out.append(d - rng.uniform(0.0, d, k) + nxt)
+        d = nxt
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.6, 0.8])
+def test_gated_batches_against_their_simulation(rho: float) -> None:
+    tau, work = 0.02, 0.07
+    lam = rho / work
+    ttft = _gated(lam, tau, work)
+    for q in (0.5, 0.9, 0.975):
+        model = float(gated_batch_ttft_quantile_s(q, lam, tau, work, work**2,
+                                                  np.array([tau + work])))
+        # The gamma law of the queue part: within 10 % at every load and percentile.
+        assert model == pytest.approx(float(np.quantile(ttft, q)), rel=0.10), q
+    assert math.isinf(float(gated_batch_ttft_quantile_s(0.9, 1.0 / work, tau, work, work**2,
+                                                        np.array([tau + work]))))
+
+
+def test_lifetime_spread_is_the_time_average_of_an_ou_process() -> None:
+    # Var of the mean over T of a process with correlation exp(-|s|/θ), over its variance:
+    # (2/T²) ∫_0^T (T - s) e^{-s/θ} ds, at T/θ = ε.
+    for eps in (0.05, 0.3, 1.0, 2.5):
+        s = np.linspace(0.0, eps, 200_001)
+        y = (eps - s) * np.exp(-s)
+        g = 2.0 / eps**2 * float(np.sum((y[1:] + y[:-1]) / 2.0 * np.diff(s)))
+        assert float(lifetime_spread(eps)) == pytest.approx(math.sqrt(g), rel=1e-6)
+    assert float(lifetime_spread(0.0)) == pytest.approx(1.0)
+    assert float(lifetime_spread(1.0)) == pytest.approx(math.sqrt(2 / math.e), rel=1e-9)
+
+
+def test_prefill_noise_and_the_knee_widen_the_batch() -> None:
+    base = float(occupancy_quantile(100.0, 0.95))
+    assert base == pytest.approx(100.0 + 1.6448536 * 10.0, rel=1e-6)  # ε = 1: Poisson, exact
+    assert float(occupancy_quantile(100.0, 0.95, 1.0, 1.0)) == pytest.approx(
+        100.0 + 1.6448536 * 10.0 * math.sqrt(2.0), rel=1e-6)
+    # Near the knee: the diffusion's spread times 1 + k (1/ε - 1).
+    from servingcast.planner.queueing import KNEE_SPREAD
+
+    assert float(occupancy_quantile(100.0, 0.95, 0.25)) == pytest.approx(
+        100.0 + 1.6448536 * 20.0 * (1.0 + 3.0 * KNEE_SPREAD), rel=1e-6)

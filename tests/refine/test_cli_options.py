@@ -22,6 +22,7 @@ from servingcast.refine.cli_options import (
     run_worker_command,
 )
 from servingcast.refine.objective import is_simulated
+from servingcast.refine.study import open_storage
 
 from .conftest import planning_of, tiny_data
 
@@ -51,10 +52,10 @@ def _run(tmp_path: Path, *args: str) -> tuple[int, str]:
 def test_output_folder_holds_the_study(tmp_path: Path) -> None:
     code, out = _run(tmp_path, "-o", str(tmp_path / "out"), "--trials", "3")
     assert code == 0, out
-    db = (tmp_path / "out" / "study.db").resolve()
-    assert db.exists()
-    assert f"optuna-dashboard sqlite:///{db}" in out
-    trials = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}").trials
+    log = tmp_path / "out" / "study.log"
+    assert log.exists() and not (tmp_path / "out" / "study.db").exists()
+    assert f"optuna-dashboard {log}" in out
+    trials = optuna.load_study(study_name="tiny", storage=open_storage(str(log))).trials
     assert sum(is_simulated(t) for t in trials) == 3
     code, again = _run(tmp_path, "-o", str(tmp_path / "out"), "--trials", "3")
     assert code == 0 and "(0 new" in again

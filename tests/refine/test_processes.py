@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 from servingcast.refine import refine
 from servingcast.refine.objective import is_simulated
@@ -58,10 +59,13 @@ def test_jobs_share_one_study_across_processes(tmp_path: Path) -> None:
     assert len({json.dumps(t.params, sort_keys=True) for t in done}) == len(done)
 
 
-def test_sigkill_then_rerun_keeps_every_finished_trial(tmp_path: Path) -> None:
+@pytest.mark.parametrize("file", ["study.db", "study.log"])
+def test_sigkill_then_rerun_keeps_every_finished_trial(tmp_path: Path, file: str) -> None:
+    """SQLite (heartbeats) and the journal file (a trial left running is failed and queued
+    again by the rerun)."""
     problem_file = tmp_path / "tiny.json"
     problem_file.write_text(json.dumps(tiny_data()))
-    url = sqlite(tmp_path / "study.db")
+    url = sqlite(tmp_path / file) if file.endswith(".db") else str(tmp_path / file)
     command = [sys.executable, "-c", RUN, str(problem_file), url, "10"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
@@ -69,7 +73,7 @@ def test_sigkill_then_rerun_keeps_every_finished_trial(tmp_path: Path) -> None:
     errors: list[str] = []
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-        if (tmp_path / "study.db").exists():
+        if (tmp_path / file).exists():
             try:
                 seen = _complete(url)
             except Exception as exc:  # the study may not exist yet

@@ -78,7 +78,9 @@ def test_over_budget_trial_is_infeasible_and_unsimulated(tmp_path: Path) -> None
     url = sqlite(tmp_path / "study.db")
     refine(problem, planning, fast_options(trials=3, storage=url))
     study = optuna.load_study(study_name="tiny", storage=open_storage(url))
-    disagg = next(t for t in study.trials if t.user_attrs["source"] == "milp: alternative 2")
+    # The MILP's disaggregated plan (one prefill and one decode instance, whatever its rank).
+    disagg = next(t for t in study.trials if t.user_attrs["source"].startswith("milp")
+                  and sum(k.endswith("/count") for k in t.params) == 2)
     params = {k: v for k, v in disagg.params.items()}
     counts = [k for k in params if k.endswith("/count")]
     for k in counts:  # every group at the top of its range: more GPUs than the pool

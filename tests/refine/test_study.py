@@ -85,8 +85,10 @@ def test_a_study_not_made_by_servingcast_is_refused(tmp_path: Path) -> None:
                          "--timeout 600"),
     ({"timeout_s": -1.0}, "--timeout must be a number of seconds > 0, got -1.0"),
     ({"jobs": 0}, "--jobs must be >= 1, got 0"),
-    ({"storage": "study.db"}, "--storage 'study.db' is not a database URL. To fix: e.g. "
-                              "sqlite:///out/study.db"),
+    ({"storage": "study.db"}, "--storage 'study.db' is neither a database URL nor an Optuna "
+                              "journal file (a plain path names a journal file; SQLite needs a "
+                              "URL). To fix: e.g. --storage out/study.log, sqlite:///study.db "),
+    ({"storage": " "}, "--storage ' ' is neither a database URL nor an Optuna journal file"),
 ])
 def test_bad_options(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as info:
