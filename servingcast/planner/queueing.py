@@ -377,6 +377,17 @@ def ttft_miss_fraction(limit_s: float, servers: npt.ArrayLike, arrival_rate: npt
     return np.asarray(tails.mean(axis=-1).reshape(c.shape), dtype=np.float64)
 
 
+def _points_and_parameters(own_points_s: npt.ArrayLike, *parameters: npt.ArrayLike
+                           ) -> tuple[FloatArray, list[FloatArray]]:
+    """Own times as an array with the points on the last axis, and each queue parameter
+    broadcast to the leading axes."""
+    own = np.asarray(own_points_s, dtype=np.float64)
+    if own.ndim == 0:
+        own = own[None]
+    lead = own.shape[:-1]
+    return own, [np.broadcast_to(np.asarray(p, dtype=np.float64), lead) for p in parameters]
+
+
 def wait_plus_service_quantile_s(quantile: float, servers: npt.ArrayLike,
                                  arrival_rate: npt.ArrayLike, mean_service_s: npt.ArrayLike,
                                  second_moment_s2: npt.ArrayLike,
@@ -386,14 +397,8 @@ def wait_plus_service_quantile_s(quantile: float, servers: npt.ArrayLike,
     ``t`` with ``mean_i P(W > t - own_i) = 1 - quantile``, between the own times' quantile
     and the wait's quantile plus the longest own time (:func:`_exponential_mixture_quantile`);
     ``inf`` when ``ρ >= 1``."""
-    own = np.asarray(own_points_s, dtype=np.float64)
-    if own.ndim == 0:
-        own = own[None]
-    lead = own.shape[:-1]
-    c = np.broadcast_to(np.asarray(servers, dtype=np.float64), lead)
-    lam = np.broadcast_to(np.asarray(arrival_rate, dtype=np.float64), lead)
-    es = np.broadcast_to(np.asarray(mean_service_s, dtype=np.float64), lead)
-    es2 = np.broadcast_to(np.asarray(second_moment_s2, dtype=np.float64), lead)
+    own, (c, lam, es, es2) = _points_and_parameters(
+        own_points_s, servers, arrival_rate, mean_service_s, second_moment_s2)
     tail = 1.0 - quantile
     _, a, p_wait, mean = _jsq_wait_law(c, lam, es, es2)
     stable = a < c
@@ -534,14 +539,8 @@ def gated_batch_ttft_quantile_s(quantile: float, arrival_rate: npt.ArrayLike,
     leading axes. ``inf`` when ``ρ >= 1``. The zero of ``ln mean_i P(X > t - own_i) - ln(1 - q)``
     between the own times' quantile and that plus ``20 (E[X] + √Var(X))``
     (:func:`~servingcast.planner._crossing.crossing`; the mixture steps at each own time)."""
-    own = np.asarray(own_points_s, dtype=np.float64)
-    if own.ndim == 0:
-        own = own[None]
-    lead = own.shape[:-1]
-    lam = np.broadcast_to(np.asarray(arrival_rate, dtype=np.float64), lead)
-    tau = np.broadcast_to(np.asarray(decode_s, dtype=np.float64), lead)
-    es = np.broadcast_to(np.asarray(mean_work_s, dtype=np.float64), lead)
-    es2 = np.broadcast_to(np.asarray(work_second_moment_s2, dtype=np.float64), lead)
+    own, (lam, tau, es, es2) = _points_and_parameters(
+        own_points_s, arrival_rate, decode_s, mean_work_s, work_second_moment_s2)
     rho = lam * es
     stable = rho < 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -569,4 +568,4 @@ def gated_batch_ttft_quantile_s(quantile: float, arrival_rate: npt.ArrayLike,
             return np.asarray(np.log(miss) - log_tail, dtype=np.float64)
 
     _, t = crossing(excess, lo.reshape(-1), hi.reshape(-1), jumps=points)
-    return np.where(stable, t.reshape(lead), np.inf)
+    return np.where(stable, t.reshape(own.shape[:-1]), np.inf)
