@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from servingcast.errors import ServingcastError
+from servingcast.errors import ServingcastError, SolverError
 from servingcast.planner.planning import solve
 from servingcast.planner.problem import Problem, load_problem, problem_from_dict
 from servingcast.planner.simcheck import check_plan
@@ -106,7 +106,9 @@ def random_family(count: int, seed: int) -> list[Problem]:
         try:
             problem = problem_from_dict(data)
             best = solve(problem, top_k=1, pareto_factors=None).plan.served_rate_per_s
-        except ServingcastError:
+        except SolverError:
+            raise  # a planner failure is a finding, not a problem to leave out of the family
+        except ServingcastError:  # nothing fits or meets the SLOs: draw another problem
             continue
         if best <= 0:
             continue
