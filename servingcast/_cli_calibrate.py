@@ -12,9 +12,8 @@ from pathlib import Path
 import click
 
 from servingcast._cli_common import debug_option, handle_errors
+from servingcast.engines import ENGINES
 from servingcast.errors import ConfigError
-
-_ENGINES = ("vllm", "sglang", "trtllm")
 
 
 @click.command("calibrate", context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,7 +23,7 @@ _ENGINES = ("vllm", "sglang", "trtllm")
                    "YAML; its datasheet figures are kept, its factors are the starting point.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Hardware YAML to write, e.g. my-h100.yaml.")
-@click.option("--engine", type=click.Choice(_ENGINES), default=None,
+@click.option("--engine", type=click.Choice(ENGINES), default=None,
               help="Serving engine the runs measured; recorded in the file.")
 @click.option("-m", "--model", default=None,
               help="Model of runs whose files name none the catalog knows, e.g. llama-3.1-8b.")

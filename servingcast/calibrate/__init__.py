@@ -25,11 +25,11 @@ from servingcast.calibrate.fit import (
 )
 from servingcast.calibrate.readers import Measurement, Stat, read_all, read_results
 from servingcast.calibrate.report import (
-    ENGINES,
     calibration_dict,
     format_report,
     hardware_yaml,
 )
+from servingcast.engines import ENGINES
 
 __all__ = [
     "BOUNDS",

@@ -10,10 +10,9 @@ import yaml
 
 from servingcast.calibrate.fit import Calibration, ParameterFit
 from servingcast.calibrate.readers import FORMAT_NAMES
+from servingcast.engines import ENGINES
 from servingcast.errors import ConfigError
 
-#: Engines a calibration may be recorded for (engine profiles are planned, not modelled yet).
-ENGINES = ("vllm", "sglang", "trtllm")
 _UNITS = {"compute": "", "memory": "", "network": "", "iteration_ms": "ms", "layer_us": "µs"}
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from servingcast._cli_calibrate import _ENGINES
+from servingcast._cli_calibrate import ENGINES as _ENGINES
 from servingcast.calibrate.report import ENGINES
 from servingcast.cli import main
 from servingcast.specs import get_hardware
