@@ -11,8 +11,8 @@ each device's calibrated default efficiency factors (no per-row fitting).
 ``--serving`` reproduces the MLPerf Inference Server summaries of ``serving_measurements.csv``
 through the simulator (:mod:`servingcast.validation_serving`): each run with the stated load,
 SLO and dataset lengths, what the summaries leave open stated as assumed; predicted vs measured
-throughput, TTFT, TPOT and max QPS under the SLO, with the median absolute error and median
-signed bias per class. It takes one to two minutes.
+throughput, TTFT, TPOT (at the same load relative to capacity) and max QPS under the SLO, with
+the median absolute error and median signed bias per class. It takes one to two minutes.
 """
 
 from __future__ import annotations

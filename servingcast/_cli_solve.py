@@ -24,8 +24,9 @@ import contextlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -41,6 +42,7 @@ from servingcast.refine.cli_options import (
 )
 
 if TYPE_CHECKING:
+    from servingcast.planner.plan import Plan
     from servingcast.planner.problem import Problem
 
 #: The key of ``plan.json`` that records which problem the folder's results are for.
@@ -95,6 +97,49 @@ def _with_fingerprint(files: dict[str, bytes], problem: Problem) -> dict[str, by
         return files
     data = json.loads(files["plan.json"])
     data[FINGERPRINT_KEY] = fingerprint(problem)
+    return {**files, "plan.json": json.dumps(data, indent=2).encode()}
+
+
+def extra_sections(problem: Problem, plan: Plan, time_limit_s: float, mip_gap: float,
+                   progress: Callable[[str], None] | None = None,
+                   ) -> tuple[dict[str, Any], str]:
+    """The optional sections of the report and of ``plan.json``: ``daily`` (the multi-period
+    plan of the demand profiles, :mod:`servingcast.planner.periods`) and ``n_plus_one`` (the
+    plan simulated with its worst node lost, :mod:`servingcast.planner.headroom`); ``({}, "")``
+    for a problem with neither."""
+    data: dict[str, Any] = {}
+    texts = []
+    from servingcast.planner.periods import format_daily, has_profiles, plan_daily
+
+    if has_profiles(problem):
+        daily = plan_daily(problem, time_limit_s=time_limit_s, mip_gap=mip_gap,
+                           progress=progress)
+        data["daily"] = daily.to_dict()
+        texts.append(format_daily(daily))
+    if problem.headroom == "n_plus_one":
+        from servingcast.planner.headroom import (
+            check_one_node_down,
+            format_node_down,
+            placement,
+        )
+
+        if progress is not None:
+            progress("N+1 check: simulating the plan with its worst node lost")
+        checks = check_one_node_down(problem, plan)
+        places = placement(problem, plan)
+        data["n_plus_one"] = {"meets_target": all(c.meets_target for c in checks),
+                              "placement": [p.to_dict() for p in places.values()],
+                              "parts": [c.to_dict() for c in checks]}
+        texts.append(format_node_down(checks, places))
+    return data, "\n\n".join(texts)
+
+
+def _with_extra(files: dict[str, bytes], extra: dict[str, Any]) -> dict[str, bytes]:
+    """``plan.json`` with the optional sections of :func:`extra_sections`."""
+    if "plan.json" not in files or not extra:
+        return files
+    data = json.loads(files["plan.json"])
+    data.update(extra)
     return {**files, "plan.json": json.dumps(data, indent=2).encode()}
 
 
@@ -214,18 +259,27 @@ def solve_command(problem: Path, output: Path | None, force: bool, top_k: int,
         try:
             result = solve(spec, top_k=top_k, time_limit_s=time_limit_s, mip_gap=mip_gap,
                            pareto_factors=factors, progress=progress)
+            extra, extra_text = extra_sections(spec, result.plan, time_limit_s, mip_gap,
+                                               progress)
+            if spec.headroom == "n_plus_one" and not refine_cli.no_refine:
+                extra_text += ("\nNote: the refinement below searches without the N+1 "
+                               "headroom; the MILP plan above keeps it.")
         finally:
             progress.close()
         files: dict[str, bytes] = {}
         written = []
         if output is not None:  # 2. the MILP's files, at once
-            files = _with_deploy(_with_fingerprint(render_outputs(result), spec), engines, spec)
+            files = _with_deploy(_with_extra(_with_fingerprint(render_outputs(result), spec),
+                                             extra), engines, spec)
             written = _write(files, output, force=force or resuming)
         if not as_json:
             shown = result if refine_cli.no_refine else result.model_copy(update={
                 "refined": True,
                 "refinement": "Refinement: by simulation, below (the plan above is the MILP's)."})
             click.echo(format_result(shown))
+            if extra_text:
+                click.echo("")
+                click.echo(extra_text)
             if written:
                 click.echo(f"Wrote {', '.join(written)} to {output}/")
         try:  # 3. the refinement
@@ -243,6 +297,7 @@ def solve_command(problem: Path, output: Path | None, force: bool, top_k: int,
                 (output / name).unlink(missing_ok=True)
         if as_json:
             data = result_dict(result)
+            data.update(extra)
             if refined is not None:
                 data["refined"] = refined_section(refined)
             click.echo(json.dumps(data, indent=2))

@@ -41,6 +41,7 @@ from servingcast.costmodel.batch import Batch, BatchStats, decode_series
 from servingcast.costmodel.comm import kv_transfer_s
 from servingcast.costmodel.memory import (
     MemoryPlan,
+    blocks_for,
     kv_bytes_per_token,
     max_batch_size,
     memory_plan,
@@ -51,6 +52,7 @@ from servingcast.costmodel.spec import (
     draft_memory_extras,
     draft_parallelism,
     expected_tokens_per_step,
+    micro_batches,
     pipelined_step_s,
 )
 from servingcast.costmodel.step import BOUNDS, OPERATORS, CostModel
@@ -114,6 +116,8 @@ class Estimate:
     pipeline_bubble_fraction: float = 0.0
     spec_tokens_per_step: float | None = None
     notes: list[str] = field(default_factory=list)
+    attn_dp: int = 1
+    """Attention data-parallel ranks of the instance (1: off); ``batch_size`` is their total."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -184,7 +188,7 @@ def _decode_phase(
     window = cm.model.sliding_window
     steps = output_len - 1
     pp = cm.parallel.pp
-    micro = min(pp, batch_size)
+    micro = micro_batches(pp, batch_size)
     mb = batch_size / micro
     bubble = 1.0 - micro / pp
     if steps <= 0:
@@ -237,6 +241,7 @@ def estimate(
     max_num_batched_tokens: int | None = None,
     block_size: int = 16,
     kv_cache_free_memory_fraction: float | None = None,
+    attn_dp: int = 1,
 ) -> Estimate:
     """Estimate TTFT, TPOT, E2E latency, throughput and memory of one serving configuration.
 
@@ -288,6 +293,10 @@ def estimate(
     kv_cache_free_memory_fraction
         TensorRT-LLM's rule instead of ``gpu_memory_utilization``: the KV cache takes this
         fraction of the memory left after weights and activations.
+    attn_dp
+        Attention data-parallel ranks with the experts expert-parallel over all
+        ``attn_dp * tp`` GPUs (MoE models; :mod:`servingcast.costmodel.dep`). ``batch_size`` is
+        then the whole engine's batch, split over the ranks (256 per rank on 16 ranks: 4096).
     """
     _check_positive("seq_len (--input-len)", seq_len)
     _check_positive("output_len (--output-len)", output_len)
@@ -318,7 +327,8 @@ def estimate(
     prec = get_precision(precision)
     if kv_cache_dtype is not None:
         prec = prec.with_kv_cache_dtype(kv_cache_dtype)
-    par = Parallelism(tp=tp, pp=pp, ep=ep, dp=dp)
+    _check_positive("attn_dp (--attn-dp)", attn_dp)
+    par = Parallelism(tp=tp, pp=pp, ep=ep, dp=dp, attn_dp=attn_dp)
     total_len = seq_len + output_len
     budget = max_num_batched_tokens or prefill_chunk_tokens or 8192
     notes: list[str] = []
@@ -414,8 +424,8 @@ def estimate(
 
     num_gpus = par.total_gpus * (2 if decode_hw is not None else 1)
     out_tps = batch * output_len / e2e_s * dp
-    kv_used = (batch * -(-total_len // block_size) * block_size
-               * decode_plan.kv_bytes_per_token_per_gpu)
+    kv_used = (batch * blocks_for(total_len, block_size) * block_size
+               * decode_plan.kv_bytes_per_token_per_gpu / attn_dp)  # a rank's share
     eff = prefill_cm.efficiency
     if efficiency is not None and not isinstance(efficiency, (Efficiency, dict)):
         notes.append(f"flat efficiency {float(efficiency):g}; pass efficiency=None "
@@ -425,7 +435,7 @@ def estimate(
         hardware=hw.name,
         decode_hardware=decode_hw.name if decode_hw is not None else None,
         precision=prec.name,
-        tp=tp, pp=pp, ep=ep, dp=dp,
+        tp=tp, pp=pp, ep=par.ep, dp=dp,
         num_gpus=num_gpus,
         seq_len=seq_len,
         output_len=output_len,
@@ -453,6 +463,7 @@ def estimate(
         pipeline_bubble_fraction=bubble,
         spec_tokens_per_step=spec_tokens,
         notes=notes,
+        attn_dp=attn_dp,
     )
 
 

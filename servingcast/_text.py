@@ -1,4 +1,5 @@
-"""Reading the text files a user names (YAML, CSV, JSONL), with one clean error per mistake.
+"""Text in and out: reading the files a user names (YAML, CSV, JSONL), with one clean error per
+mistake, and the plain-text tables every report prints (:func:`table`).
 
 Every failure is a :class:`ConfigError` naming the file (and, for bytes that are not UTF-8, the
 line and column): a missing file, a folder, an unreadable file, a binary file, text in another
@@ -7,6 +8,7 @@ encoding, or a file too large to be an input.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from servingcast.errors import ConfigError
@@ -54,3 +56,19 @@ def read_text(path: Path, what: str, max_bytes: int | None = None, hint: str = "
             f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, "
             f"column {column}). To fix: save the {what} as UTF-8 (e.g. iconv -f latin1 -t "
             "utf-8), or remove the character") from None
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]],
+          right: Sequence[bool] | None = None, indent: str = "  ") -> list[str]:
+    """A plain-text table, one string per line (header first): columns two spaces apart, each
+    as wide as its widest cell, right-aligned where ``right`` says (default: every column but
+    the first, as numbers are), trailing spaces dropped. Cells are already formatted."""
+    if right is None:
+        right = [i > 0 for i in range(len(headers))]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return (indent + "  ".join(c.rjust(w) if r else c.ljust(w)
+                                   for c, w, r in zip(cells, widths, right, strict=True))).rstrip()
+
+    return [line(headers)] + [line(r) for r in rows]

@@ -35,11 +35,14 @@ def method_lines() -> list[str]:
         f"Server run), statistics over arrivals and completions between {WARMUP_FRACTION:.0%} "
         f"and {1 - COOLDOWN_FRACTION:.0%} of the period. Max QPS: one replica's share of the "
         f"traffic, {PROBE_DURATION_S:.0f}-s probes, bisected to {QPS_TOLERANCE:.0%}; MLPerf's "
-        "check (p99 TTFT and p99 TPOT within the limits).",
+        "check (p99 TTFT and p99 TPOT within the limits). TTFT and TPOT rows: a second run at "
+        "the same load relative to capacity, target QPS x simulated / measured max QPS (the "
+        "capacity error is the max-QPS class's).",
         f"Assumed for every run (not in the summaries): max_num_seqs {MAX_NUM_SEQS}, chunked "
         f"prefill with a {MAX_NUM_BATCHED_TOKENS}-token budget, {GPU_MEMORY_UTILIZATION:.0%} of "
         "GPU memory for weights and KV, a least-outstanding-requests router, calibrated "
-        "efficiency defaults (B200 and MI325X are uncalibrated).",
+        "efficiency defaults (B200 FP4 and MI325X compute fitted on these runs, see "
+        "configs/hardware).",
     ]
 
 
@@ -62,6 +65,11 @@ def format_serving_report(report: ServingReport) -> str:
         lines.append(f"       simulated at the target: {s.request_rate_per_s:.3g} req/s, "
                      f"TTFT mean/p99 {_ms(s.ttft_mean_ms)}/{_ms(s.ttft_p99_ms)} ms, TPOT "
                      f"mean/p99 {_ms(s.tpot_mean_ms)}/{_ms(s.tpot_p99_ms)} ms{qps}")
+        if r.relative is not None and r.relative_rate_per_s is not None:
+            rel = r.relative
+            lines.append(f"       at the same relative load, {qps_text(r.relative_rate_per_s)} "
+                         f"QPS: TTFT mean/p99 {_ms(rel.ttft_mean_ms)}/{_ms(rel.ttft_p99_ms)} ms, "
+                         f"TPOT mean/p99 {_ms(rel.tpot_mean_ms)}/{_ms(rel.tpot_p99_ms)} ms")
     lines += ["", "Rows (error = predicted / measured - 1):",
               f"  {'id':<7} {'run':<4} {'class':<10} {'metric':<34} {'measured':>11} "
               f"{'predicted':>11} {'error':>9}  unit"]
@@ -123,6 +131,8 @@ def serving_report_dict(report: ServingReport) -> dict[str, Any]:
             "row_ids": [row["id"] for row in run.rows],
             "stated_load": asdict(r.stated),
             "max_qps": None if r.max_qps is None else asdict(r.max_qps),
+            "relative_load_qps": r.relative_rate_per_s,
+            "relative_load": None if r.relative is None else asdict(r.relative),
         })
     data: dict[str, Any] = _clean({
         "method": method_lines(),

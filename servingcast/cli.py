@@ -74,6 +74,9 @@ def main() -> None:
 @click.option("--ep", type=_POSITIVE, default=1, show_default=True,
               help="Expert parallel (MoE; divides tp).")
 @click.option("--dp", type=_POSITIVE, default=1, show_default=True, help="Replicas.")
+@click.option("--attn-dp", type=_POSITIVE, default=1, show_default=True,
+              help="Attention data-parallel ranks per engine, experts over all attn-dp x tp "
+              "GPUs (MoE), e.g. 16; --batch-size is then the engine's total.")
 @click.option("-b", "--batch-size", type=_BatchSize(), default=1, show_default=True,
               help="Requests in the static batch, or 'max' (largest that fits).")
 @click.option("-i", "--input-len", type=int, required=True, help="Prompt tokens, e.g. 2048.")
@@ -102,7 +105,8 @@ def main() -> None:
 @debug_option
 @handle_errors
 def estimate(
-    model: str, hardware: str, tp: int, pp: int, ep: int, dp: int, batch_size: int | str,
+    model: str, hardware: str, tp: int, pp: int, ep: int, dp: int, attn_dp: int,
+    batch_size: int | str,
     input_len: int, output_len: int, precision: str, kv_cache_dtype: str | None,
     efficiency: float | None, decode_hardware: str | None, network_bandwidth: str,
     draft_model: str | None, draft_acceptance_rate: float, num_speculative_tokens: int,
@@ -123,7 +127,7 @@ def estimate(
         network_bandwidth=network_bandwidth, draft_model=draft_model,
         draft_acceptance_rate=draft_acceptance_rate, cached_prefix_len=cached_prefix_len,
         prefill_chunk_tokens=prefill_chunk_tokens, output_len=output_len, tp=tp, pp=pp, ep=ep,
-        dp=dp,
+        dp=dp, attn_dp=attn_dp,
         num_speculative_tokens=num_speculative_tokens, kv_cache_dtype=kv_cache_dtype,
         gpu_memory_utilization=gpu_memory_utilization,
     )

@@ -49,6 +49,8 @@ def estimate_table(e: Estimate, efficiency_label: str) -> str:
         f"{e.hardware} (prefill) -> {e.decode_hardware} (decode)")
     par = f"tp={e.tp} pp={e.pp}" + (f" ep={e.ep}" if e.ep > 1 else "") + (
         f" dp={e.dp}" if e.dp > 1 else "")
+    if e.attn_dp > 1:  # attention data-parallel ranks (DEP), batch split over them
+        par = f"attn_dp={e.attn_dp} " + par + f" ({e.batch_size / e.attn_dp:g} requests per rank)"
     eff = e.efficiency
     lines = [
         f"{e.model} on {where}, {par}, {e.precision}, {e.num_gpus} GPU(s)",

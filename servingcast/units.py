@@ -4,12 +4,20 @@ Inside servingcast every quantity is SI: seconds, bytes, bytes per second, FLOP/
 write quantities with units (``"100 GB/s"``, ``"40 ms"``, ``"80 GiB"``) or plain numbers in the
 unit a parameter documents. Decimal prefixes are powers of 1000, binary ones (KiB, GiB) powers of
 1024, and a lower-case ``b`` means bits (``"400 Gb/s"`` is 50 GB/s).
+
+Files write durations and bandwidths with their unit: the pydantic field types
+:data:`Duration`, :data:`Limit` and :data:`Bandwidth` are defined here once, for the problem,
+the scenario and the workload.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer
+from pydantic_core import PydanticCustomError
 
 from servingcast.errors import ConfigError
 
@@ -135,3 +143,68 @@ def parse_size(value: str | float | int, *, default_unit: str = "GB") -> float:
         if not unit:
             unit = default_unit
     return _finite(number * _bytes_factor(unit, text, "size"), text, "size")
+
+
+# -- pydantic field types ------------------------------------------------------------------------
+# One definition of each quantity a file writes with its unit; the problem, the scenario and the
+# workload use these. A bare number is refused (ms or s? bits or bytes?), and the values dump
+# back with a unit, so a model round-trips through its JSON.
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    """A validation error whose message is ``message``, verbatim."""
+    return PydanticCustomError("value_error", "{message}", {"message": message})
+
+
+def _seconds(value: Any, noun: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise _invalid(f"{value!r} has no unit. To fix: write {noun}, e.g. '{value} ms' or "
+                       f"'{value} s'")
+    try:
+        return parse_duration(value, require_unit=True)
+    except ConfigError as exc:
+        raise _invalid(str(exc)) from None
+
+
+def duration_s(value: Any) -> float:
+    """A duration written with its unit (``'200 ms'``, ``'1 s'``) in seconds, >= 0."""
+    seconds = _seconds(value, "the unit")
+    if seconds < 0:
+        raise _invalid(f"must be >= 0, got {value!r}")
+    return seconds
+
+
+def limit_s(value: Any) -> float:
+    """A time limit written with its unit (``'500 ms'``) in seconds, > 0."""
+    seconds = _seconds(value, "the limit with a unit")
+    if seconds <= 0:
+        raise _invalid(f"a limit must be > 0, got {value!r}. To fix: e.g. '500 ms'")
+    return seconds
+
+
+def bandwidth_bytes_s(value: Any) -> float:
+    """A bandwidth written with its unit (``'400 Gb/s'``, ``'50 GB/s'``) in bytes/s."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise _invalid(f"{value!r} has no unit. To fix: write e.g. '400 Gb/s' or '50 GB/s'")
+    try:
+        return parse_bandwidth(value, require_unit=True)
+    except ConfigError as exc:
+        raise _invalid(str(exc)) from None
+
+
+def _dump_ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.12g} ms"
+
+
+def _dump_gb_s(bytes_s: float) -> str:
+    return f"{bytes_s / 1e9:.12g} GB/s"
+
+
+#: Seconds >= 0, written with a unit in files (``'40 ms'``); a bare number is an error.
+Duration = Annotated[float, BeforeValidator(duration_s),
+                     PlainSerializer(_dump_ms, return_type=str)]
+#: Seconds > 0, a latency limit (``'500 ms'``).
+Limit = Annotated[float, BeforeValidator(limit_s), PlainSerializer(_dump_ms, return_type=str)]
+#: Bytes per second, written with a unit (``'100 GB/s'``, ``'400 Gb/s'``).
+Bandwidth = Annotated[float, BeforeValidator(bandwidth_bytes_s),
+                      PlainSerializer(_dump_gb_s, return_type=str)]

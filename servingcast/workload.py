@@ -27,6 +27,19 @@ Shared prefixes (``prefix``), so that prefix caching has something to hit:
   (request ``i`` is turn ``(i mod in_flight·turns) // in_flight`` of its session). Turn ``t``'s
   prompt is turn ``t-1``'s prompt and answer followed by ``input_len`` new tokens, and that
   history is its shared prefix.
+* ``agentic`` — agent sessions: each session runs ``turns`` turns (a whole number or a length
+  law), one after the other. Turn ``t``'s prompt is the whole history — every earlier prompt and
+  answer — followed by ``input_len`` new tokens (the tool output or user message), and it is sent
+  only when turn ``t-1``'s answer is complete (or rejected) plus a tool-call pause
+  ``tool_time`` (a duration, or ``{kind: exponential, mean: '2 s'}``). The arrival process
+  starts sessions; its ``rate`` stays the rate of *requests*: sessions start at
+  ``rate / E[turns]`` (every gap of the law scaled by ``E[turns]``), which is also the long-run
+  request rate of a stable system (each session brings ``E[turns]`` requests). With
+  ``num_requests`` the last session is cut there; with ``duration`` every turn of the sessions
+  started within it runs. ``affinity`` (default on) routes a session's later turns to the
+  instance that served its previous turn (a gateway's session routing, as vLLM production-stack's
+  ``--routing-logic session``), so the history is in that instance's prefix cache. The mean
+  prompt of turn ``t`` (0-based) is ``t (E[in] + E[out]) + E[in]``.
 
 A trace (``trace``) replays a CSV or JSONL file with ``arrival_time`` (s, non-decreasing),
 ``input_len``, ``output_len`` and optionally ``prefix_group`` and ``prefix_len``.
@@ -46,7 +59,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     PrivateAttr,
     ValidationInfo,
     model_validator,
@@ -55,7 +67,7 @@ from pydantic_core import PydanticCustomError
 
 from servingcast._workload_files import read_lengths_file, read_trace
 from servingcast.errors import ConfigError
-from servingcast.units import parse_duration
+from servingcast.units import Duration
 
 # Numbers must be finite: `.inf` and `.nan` are YAML floats, never a sensible rate or length.
 _FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -72,25 +84,6 @@ FloatArray = npt.NDArray[np.float64]
 def field_error(message: str, kind: str = "value_error") -> PydanticCustomError:
     """A validation error whose message is ``message``, verbatim (no "Value error, " prefix)."""
     return PydanticCustomError(kind, "{message}", {"message": message})
-
-
-def _duration_s(value: Any) -> float:
-    """A duration written with its unit (``'200 ms'``, ``'1 s'``) in seconds."""
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise field_error(f"{value!r} has no unit. To fix: write the unit, e.g. "
-                     f"'{value} ms' or '{value} s'")
-    try:
-        seconds = parse_duration(value, require_unit=True)
-    except ConfigError as exc:
-        raise field_error(str(exc)) from None
-    if seconds < 0:
-        raise field_error(f"must be >= 0, got {value!r}")
-    return seconds
-
-
-#: A duration in seconds, written with a unit in files (``'40 ms'``); a bare number is an error.
-Duration = Annotated[float, BeforeValidator(_duration_s),
-                     PlainSerializer(lambda s: f"{s!r} s", return_type=str)]
 
 
 def _base_dir(info: ValidationInfo) -> Path:
@@ -318,7 +311,81 @@ class SessionPrefix(BaseModel):
     in_flight: int = Field(1, ge=1, description="sessions whose turns are interleaved")
 
 
-Prefix = Annotated[SystemPromptPrefix | SessionPrefix, Field(discriminator="kind")]
+class FixedPause(BaseModel):
+    """Every pause lasts ``value``."""
+
+    model_config = _FROZEN
+    kind: Literal["fixed"] = "fixed"
+    value: Duration
+
+    @property
+    def mean_s(self) -> float:
+        """Mean pause (s)."""
+        return self.value
+
+    def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
+        """``n`` pauses (s)."""
+        return np.full(n, self.value)
+
+
+class ExponentialPause(BaseModel):
+    """Exponential pauses of mean ``mean``."""
+
+    model_config = _FROZEN
+    kind: Literal["exponential"]
+    mean: Duration
+
+    @property
+    def mean_s(self) -> float:
+        """Mean pause (s)."""
+        return self.mean
+
+    def sample(self, rng: np.random.Generator, n: int) -> FloatArray:
+        """``n`` pauses (s)."""
+        return rng.exponential(self.mean, size=n) if self.mean > 0 else np.zeros(n)
+
+
+def _fixed_pause(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"kind": "fixed", "value": value}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise field_error(f"{value!r} has no unit. To fix: write the unit, e.g. '{value} s', "
+                          "or a law, e.g. {kind: exponential, mean: '2 s'}")
+    return value
+
+
+#: A tool-call pause: a duration (``'2 s'``) or ``{kind: exponential, mean: '2 s'}``.
+Pause = Annotated[Annotated[FixedPause | ExponentialPause, Field(discriminator="kind")],
+                  BeforeValidator(_fixed_pause)]
+
+
+class AgenticPrefix(BaseModel):
+    """Agent sessions: turns sent one after the other, each prompt the whole history so far plus
+    ``input_len`` new tokens, a ``tool_time`` pause between an answer and the next turn
+    (module docstring)."""
+
+    model_config = _FROZEN
+    kind: Literal["agentic"]
+    turns: LengthDistribution = Field(description="turns per session (a whole number or a law)")
+    tool_time: Pause = FixedPause(value="0 s")
+    affinity: bool = Field(True, description="later turns go to the previous turn's instance")
+
+    @property
+    def turns_mean(self) -> float:
+        """``E[turns]`` (:func:`mean_length`)."""
+        return mean_length(self.turns)
+
+
+Prefix = Annotated[SystemPromptPrefix | SessionPrefix | AgenticPrefix,
+                   Field(discriminator="kind")]
+
+
+def mean_length(dist: Any) -> float:
+    """The mean of a length law: the value when fixed, else the mean of a fixed-seed sample of
+    20 000 draws (the same every call; clipping makes closed forms inexact)."""
+    if isinstance(dist, FixedLength):
+        return float(dist.value)
+    return float(np.mean(dist.sample(np.random.default_rng(0), 20_000)))
 
 
 class TraceReplay(BaseModel):
@@ -380,6 +447,11 @@ class Workload(BaseModel):
             raise field_error(f"missing {', '.join(missing)}. To fix: add them, or replay a "
                              "file with trace: {path: ...}")
         closed = isinstance(self.arrival, ConcurrencyArrivals)
+        if closed and isinstance(self.prefix, AgenticPrefix):
+            raise field_error("agentic sessions are closed loops already (each turn waits for "
+                              "the previous answer and the tool time); their arrival process "
+                              "starts sessions. To fix: use an open arrival, e.g. arrival: "
+                              "{kind: poisson, rate: 2}")
         if closed and self.num_requests is None:
             raise field_error("a closed loop (arrival kind concurrency) needs num_requests. "
                              "To fix: add num_requests: N")
@@ -397,7 +469,10 @@ class Workload(BaseModel):
 
 @dataclass(frozen=True)
 class Requests:
-    """Requests as arrays. ``arrival_s`` is NaN in a closed loop (the simulator sets it)."""
+    """Requests as arrays. ``arrival_s`` is NaN in a closed loop (the simulator sets it) and for
+    a session's later turns: request ``i`` with ``after[i] >= 0`` is sent ``pause_s[i]`` seconds
+    after request ``after[i]`` (an earlier index) finishes or is rejected; with ``affinity`` it
+    goes to the instance that served ``after[i]`` when that instance can take it."""
 
     arrival_s: FloatArray
     input_len: IntArray
@@ -406,6 +481,9 @@ class Requests:
     prefix_len: IntArray
     concurrency: int | None = None
     think_time_s: float = 0.0
+    after: IntArray | None = None
+    pause_s: FloatArray | None = None
+    affinity: bool = False
 
     def __len__(self) -> int:
         return int(self.input_len.size)
@@ -414,7 +492,8 @@ class Requests:
         """The first ``n`` requests."""
         return Requests(self.arrival_s[:n], self.input_len[:n], self.output_len[:n],
                         self.prefix_group[:n], self.prefix_len[:n], self.concurrency,
-                        self.think_time_s)
+                        self.think_time_s, None if self.after is None else self.after[:n],
+                        None if self.pause_s is None else self.pause_s[:n], self.affinity)
 
 
 def _arrival_times(arrival: OpenArrivals, rng: np.random.Generator, count: int | None,
@@ -461,6 +540,133 @@ def _with_prefixes(prefix: SystemPromptPrefix | SessionPrefix | None, rng: np.ra
     return prompts, session.astype(np.int64), shared
 
 
+def _session_turns(prefix: AgenticPrefix, rng: np.random.Generator, count: int) -> IntArray:
+    """Turns of sessions drawn until they hold ``count`` requests, the last one cut there."""
+    turns: list[IntArray] = []
+    total = 0
+    batch = max(16, int(count / prefix.turns_mean) + 16)
+    while total < count:
+        drawn = prefix.turns.sample(rng, batch)
+        turns.append(drawn)
+        total += int(drawn.sum())
+    out: IntArray = np.concatenate(turns)
+    ends = np.cumsum(out)
+    keep = int(np.searchsorted(ends, count)) + 1
+    out = np.array(out[:keep], dtype=np.int64)
+    out[-1] -= int(ends[keep - 1]) - count
+    return out
+
+
+def session_history(turns: IntArray, inputs: IntArray,
+                    outputs: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+    """``(session, turn, history)`` of requests stored session after session, turn after turn
+    (``turns[s]`` requests for session ``s``): ``history`` is every earlier prompt and answer of
+    the session, ``Σ_{j<t} (in_j + out_j)`` for turn ``t`` (a turn's prompt is its history plus
+    its own ``in``)."""
+    session = np.repeat(np.arange(turns.size, dtype=np.int64), turns)
+    first = np.cumsum(turns) - turns
+    turn = np.arange(session.size, dtype=np.int64) - np.repeat(first, turns)
+    step = inputs + outputs
+    before = np.cumsum(step) - step  # exclusive running sum over every request
+    history = before - np.repeat(before[first], turns) if session.size else before
+    return session, turn, history.astype(np.int64)
+
+
+def _agentic(workload: Workload, arrival: OpenArrivals, prefix: AgenticPrefix,
+             rng: np.random.Generator) -> Requests:
+    """The requests of agent sessions (module docstring)."""
+    assert workload.input_len is not None and workload.output_len is not None
+    # Sessions start at rate / E[turns]: every inter-arrival law here scales with 1 / rate.
+    starts_law = arrival.model_copy(update={"rate": arrival.rate / prefix.turns_mean})
+    if workload.num_requests is not None:
+        turns = _session_turns(prefix, rng, workload.num_requests)
+        starts = _arrival_times(starts_law, rng, turns.size, None)
+    else:
+        starts = _arrival_times(starts_law, rng, None, workload.duration)
+        turns = prefix.turns.sample(rng, starts.size)
+        if int(turns.sum()) > MAX_REQUESTS:
+            raise ConfigError(f"the sessions started within the duration hold {turns.sum():,} "
+                              f"requests, more than the {MAX_REQUESTS:,} a simulation takes. "
+                              "To fix: shorten duration, lower the rate or the turns")
+    n = int(turns.sum())
+    inputs = workload.input_len.sample(rng, n)
+    outputs = workload.output_len.sample(rng, n)
+    pauses = prefix.tool_time.sample(rng, n)
+    session, turn, history = session_history(turns, inputs, outputs)
+    later = turn > 0
+    arrival_s = np.where(later, np.nan, np.repeat(starts, turns))
+    after = np.where(later, np.arange(n, dtype=np.int64) - 1, -1)
+    return Requests(arrival_s, history + inputs, outputs, session, history,
+                    after=after, pause_s=np.where(later, pauses, 0.0),
+                    affinity=prefix.affinity)
+
+
+def prompt_samples(prefix: SystemPromptPrefix | SessionPrefix | AgenticPrefix | None,
+                   input_len: Any, output_len: Any, rng: np.random.Generator,
+                   n: int) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+    """``(prompt, shared prefix, previous answer, output)`` tokens of ``n`` requests drawn as
+    :func:`generate_requests` draws them (sessions run whole, one after the other; the previous
+    answer is 0 on a session's first turn and without sessions)."""
+    inputs = input_len.sample(rng, n)
+    outputs = output_len.sample(rng, n)
+    if isinstance(prefix, AgenticPrefix):
+        turns = _session_turns(prefix, rng, n)
+        _, turn, history = session_history(turns, inputs, outputs)
+        previous = np.where(turn > 0, np.roll(outputs, 1), 0)
+        return history + inputs, history, previous, outputs
+    if isinstance(prefix, SessionPrefix):
+        prefix = prefix.model_copy(update={"in_flight": 1})
+    prompts, _, shared = _with_prefixes(prefix, rng, inputs, outputs)
+    previous = np.zeros(n, dtype=np.int64)
+    if isinstance(prefix, SessionPrefix):
+        previous = np.where(shared > 0, np.roll(outputs, 1), 0)
+    return prompts, shared, previous, outputs
+
+
+def expected_cached_prefix_tokens(prefix: SystemPromptPrefix | SessionPrefix | AgenticPrefix
+                                  | None, input_len_mean: float, output_len_mean: float,
+                                  block_size: int = 1) -> float:
+    """The mean prompt tokens per request a prefix cache serves, the cache being warm (a system
+    prompt's blocks resident; a session's history on the instance that serves its next turn).
+
+    Engines reuse whole blocks of ``block_size`` tokens (vLLM, SGLang's radix tree with page
+    size 1: ``block_size = 1``); a prefix of ``h`` tokens serves ``b ⌊h / b⌋``, on average
+    ``h - (b - 1) / 2`` when ``h`` is spread evenly modulo ``b`` (the ``- (b-1)/2`` is that
+    approximation; with ``b = 1`` the result is exact). With ``I = input_len_mean``,
+    ``O = output_len_mean``:
+
+    * ``system_prompt`` of ``length`` ``S``: every request reads its group's prompt, ``b ⌊S/b⌋``
+      (exact: ``S`` is fixed).
+    * ``sessions`` / ``agentic``: turn ``t`` (0-based) of a session has history
+      ``H_t = t (I + O)`` in mean (every earlier prompt's new tokens and answer; the earlier
+      history is itself inside the previous prompt). Over the requests, a session of ``T`` turns
+      contributes turns ``0 … T-1``, so a request is turn ``t`` with weight ``P(T > t) / E[T]``
+      and ``E[t] = E[T (T - 1) / 2] / E[T] = (E[T²] - E[T]) / (2 E[T])``: the cache serves
+      ``(I + O) E[t]``, less ``(b - 1) / 2`` on each turn after the first (fraction
+      ``(E[T] - 1) / E[T]`` of the requests). ``sessions`` has ``T`` fixed: ``E[t] = (T-1)/2``.
+
+    ``E[T]``, ``E[T²]`` of a turns law come from the same fixed-seed sample as
+    :func:`mean_length`. Without a prefix: 0.
+    """
+    if prefix is None:
+        return 0.0
+    if isinstance(prefix, SystemPromptPrefix):
+        return float(prefix.length // block_size * block_size)
+    if isinstance(prefix, SessionPrefix):
+        t1, t2 = float(prefix.turns), float(prefix.turns) ** 2
+    else:
+        if isinstance(prefix.turns, FixedLength):
+            t1 = float(prefix.turns.value)
+            t2 = t1 * t1
+        else:
+            draws = prefix.turns.sample(np.random.default_rng(0), 20_000).astype(np.float64)
+            t1, t2 = float(draws.mean()), float((draws**2).mean())
+    mean_turn = (t2 - t1) / (2.0 * t1)
+    later = (t1 - 1.0) / t1
+    return max(0.0, (input_len_mean + output_len_mean) * mean_turn
+               - later * (block_size - 1) / 2.0)
+
+
 def generate_requests(workload: Workload, rng: np.random.Generator) -> Requests:
     """Draw the requests of ``workload`` (arrival times sorted, lengths >= 1)."""
     if workload.trace is not None:
@@ -477,6 +683,9 @@ def generate_requests(workload: Workload, rng: np.random.Generator) -> Requests:
     assert workload.arrival is not None and workload.input_len is not None
     assert workload.output_len is not None
     arrival = workload.arrival
+    if isinstance(workload.prefix, AgenticPrefix):
+        assert not isinstance(arrival, ConcurrencyArrivals)
+        return _agentic(workload, arrival, workload.prefix, rng)
     if isinstance(arrival, ConcurrencyArrivals):
         assert workload.num_requests is not None
         times = np.full(workload.num_requests, np.nan)
@@ -493,6 +702,7 @@ def generate_requests(workload: Workload, rng: np.random.Generator) -> Requests:
 
 
 __all__ = [
+    "AgenticPrefix",
     "Arrival",
     "ConcurrencyArrivals",
     "ConstantArrivals",
@@ -511,5 +721,8 @@ __all__ = [
     "TraceReplay",
     "UniformLength",
     "Workload",
+    "expected_cached_prefix_tokens",
     "generate_requests",
+    "mean_length",
+    "prompt_samples",
 ]

@@ -228,7 +228,7 @@ def device(base: HardwareSpec, theta: dict[str, float]) -> HardwareSpec:
 
 def base_parameters(base: HardwareSpec) -> dict[str, float]:
     """The base device's values of :data:`PARAMETERS`."""
-    return {**base.efficiency.model_dump(), **base.overheads.model_dump()}
+    return {**base.efficiency.model_dump(exclude={"compute_fp4"}), **base.overheads.model_dump()}
 
 
 class Evaluator:

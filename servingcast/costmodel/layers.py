@@ -104,7 +104,7 @@ def expert_gemms(model: ModelSpec, par: Parallelism) -> list[Gemm]:
     """One routed expert's matrices on one GPU (the expert split ``tp / ep`` ways)."""
     moe = model.moe
     assert moe is not None
-    tp_expert = par.tp // par.ep
+    tp_expert = par.tp * par.attn_dp // par.ep  # attn_dp > 1: experts span every rank
     return _mlp("expert", "moe", model.hidden_size,
                 max(1, moe.expert_intermediate_size // tp_expert), model.mlp == "gated")
 

@@ -12,6 +12,14 @@ do (TensorRT-LLM and vLLM do not quantise them by default); a tied head shares t
 when both sit on one stage. KV bytes per token: ``layers * kv_elements * b_kv`` (GQA and MLA
 differ in ``kv_elements``, see :func:`layers.kv_elements_per_token_layer`).
 
+Attention data-parallelism (``attn_dp = N > 1``, :mod:`~servingcast.costmodel.dep`): each of the
+``N`` ranks holds the attention weights split over its ``tp`` GPUs and the experts are split
+``ep = N tp`` ways, so a GPU's weights are those of a ``tp``-way layer with ``E / ep`` experts;
+each rank's GPUs store the KV of that rank's requests only (an MLA latent is not split by ``tp``,
+a GQA head set is), so ``kv_capacity = N * floor(kv_cache / kv_bytes_per_token)``, and a request
+fits when it fits one rank's share. ``max_num_batched_tokens`` and ``max_num_seqs`` are the
+per-rank limits (each rank has its own scheduler).
+
 Activation reserve: vLLM sizes it by profiling one forward pass of ``max_num_batched_tokens``
 tokens. We estimate that peak as the widest intermediate of a layer (the residual stream, QKV
 and the MLP's gate/up output) for those tokens, plus fp32 logits for ``max_num_seqs``
@@ -46,6 +54,9 @@ class MemoryPlan:
     kv_bytes_per_token_per_gpu: float
     kv_capacity_tokens: int
     block_size: int
+    ranks: int = 1
+    """Attention data-parallel ranks (``attn_dp``): each holds ``kv_capacity_tokens / ranks``
+    tokens of its own requests, so the instance holds ``ranks`` times a rank's KV."""
 
     @property
     def fits(self) -> bool:
@@ -154,7 +165,8 @@ def memory_plan(
             free = (hbm - w - reserve) * kv_cache_free_memory_fraction
         frees.append(free)
         tokens = int(free // k) if free > 0 else 0
-        capacities.append(tokens // block_size * block_size)
+        # attn_dp > 1: each rank's GPUs store that rank's own tokens (module docstring).
+        capacities.append(tokens // block_size * block_size * cm.parallel.attn_dp)
     worst = min(range(len(capacities)), key=lambda i: capacities[i])
     if kv_cache_free_memory_fraction is not None:
         usable = weights[worst] + reserve + max(0.0, frees[worst])
@@ -167,6 +179,7 @@ def memory_plan(
         kv_bytes_per_token_per_gpu=kv_tok[worst],
         kv_capacity_tokens=capacities[worst],
         block_size=block_size,
+        ranks=cm.parallel.attn_dp,
     )
 
 
@@ -176,9 +189,10 @@ def blocks_for(tokens: int, block_size: int) -> int:
 
 
 def max_batch_size(plan: MemoryPlan, seq_len: int) -> int:
-    """The most sequences of ``seq_len`` tokens whose KV fits at once (whole blocks each)."""
+    """The most sequences of ``seq_len`` tokens whose KV fits at once (whole blocks each; with
+    ``ranks`` attention data-parallel ranks, whole sequences in each rank's share)."""
     per_seq = blocks_for(seq_len, plan.block_size) * plan.block_size
-    return plan.kv_capacity_tokens // per_seq
+    return plan.ranks * (plan.kv_capacity_tokens // plan.ranks // per_seq)
 
 
 def require_fit(cm: CostModel, plan: MemoryPlan, seq_len: int, batch_size: int) -> None:

@@ -5,13 +5,22 @@ GPUs each. Attention and dense MLPs are tensor-parallel over ``tp`` (Megatron-LM
 2019). MoE experts are split ``ep`` ways by expert and ``tp / ep`` ways inside each expert, the
 TensorRT-LLM layout (``moe_tp_size * moe_ep_size == tp_size``), so ``ep`` must divide ``tp``.
 ``dp`` counts independent replicas of the instance (separate engines behind a router).
+
+``attn_dp > 1`` is attention data-parallelism with expert parallelism ("DEP", DeepSeek-V3
+technical report 2024, sec. 3.4; SGLang's DP attention; vLLM's ``--data-parallel-size`` with
+``--enable-expert-parallel``): one engine of ``attn_dp`` attention ranks of ``tp`` GPUs each.
+Every rank holds the attention (and dense MLP, shared expert, embedding) weights, tensor-parallel
+over its ``tp`` GPUs, and its own requests and KV cache; the routed experts are expert-parallel
+over all ``attn_dp * tp`` GPUs (``ep = attn_dp * tp``, filled in when left at 1). The cost of
+such a step is in :mod:`servingcast.costmodel.dep`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from servingcast.errors import ConfigError
 from servingcast.specs.hardware import HardwareSpec
@@ -27,19 +36,32 @@ class Parallelism(BaseModel):
     pp: int = Field(1, ge=1)
     ep: int = Field(1, ge=1)
     dp: int = Field(1, ge=1)
+    attn_dp: int = Field(1, ge=1)
+    """Attention data-parallel ranks of one engine (1: off; see the module docstring)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dep_expert_parallel(cls, data: Any) -> Any:
+        """With ``attn_dp > 1`` and ``ep`` left at 1, experts span every GPU of the engine."""
+        if isinstance(data, dict) and int(data.get("attn_dp", 1) or 1) > 1 and int(
+                data.get("ep", 1) or 1) == 1:
+            return {**data, "ep": int(data["attn_dp"]) * int(data.get("tp", 1) or 1)}
+        return data
 
     @property
     def gpus_per_instance(self) -> int:
-        """GPUs of one replica: ``tp * pp``."""
-        return self.tp * self.pp
+        """GPUs of one replica: ``attn_dp * tp * pp``."""
+        return self.attn_dp * self.tp * self.pp
 
     @property
     def total_gpus(self) -> int:
-        """GPUs of all replicas: ``tp * pp * dp``."""
-        return self.tp * self.pp * self.dp
+        """GPUs of all replicas: ``attn_dp * tp * pp * dp``."""
+        return self.gpus_per_instance * self.dp
 
     def __str__(self) -> str:
         text = f"tp={self.tp} pp={self.pp}"
+        if self.attn_dp > 1:
+            text = f"attn_dp={self.attn_dp} " + text
         if self.ep > 1:
             text += f" ep={self.ep}"
         if self.dp > 1:
@@ -66,7 +88,9 @@ def check_parallelism(model: ModelSpec, hardware: HardwareSpec, par: Parallelism
             f"pp={par.pp} exceeds the {model.num_layers} layers of {model.name}. "
             f"To fix: use pp <= {model.num_layers}"
         )
-    if par.ep > 1:
+    if par.attn_dp > 1:
+        _check_dep(model, hardware, par)
+    elif par.ep > 1:
         if model.moe is None:
             raise ConfigError(
                 f"ep={par.ep} needs a mixture-of-experts model; {model.name} is dense. "
@@ -87,6 +111,34 @@ def check_parallelism(model: ModelSpec, hardware: HardwareSpec, par: Parallelism
             f"tp={par.tp} spans nodes of {hardware.gpus_per_node} {hardware.name} GPUs unevenly. "
             f"To fix: use tp <= {hardware.gpus_per_node} or a multiple of it"
         )
+
+
+def _check_dep(model: ModelSpec, hardware: HardwareSpec, par: Parallelism) -> None:
+    """The rules of attention data-parallelism + expert parallelism (module docstring)."""
+    if model.moe is None:
+        raise ConfigError(
+            f"attn_dp={par.attn_dp} (attention data-parallel + expert-parallel) needs a "
+            f"mixture-of-experts model; {model.name} is dense. To fix: use attn_dp=1 and "
+            "replicate the engine instead")
+    if par.pp > 1:
+        raise ConfigError(
+            f"attn_dp={par.attn_dp} with pp={par.pp}: attention data-parallelism is modelled "
+            "without pipeline stages (SGLang's DP attention has none). To fix: use pp=1")
+    world = par.attn_dp * par.tp
+    if par.ep != world:
+        raise ConfigError(
+            f"attn_dp={par.attn_dp} spreads the experts over all attn_dp*tp={world} GPUs, so "
+            f"ep must be {world}, got ep={par.ep}. To fix: set ep={world} or leave ep at 1")
+    if model.moe.num_experts % world:
+        raise ConfigError(
+            f"ep={world} (attn_dp={par.attn_dp} x tp={par.tp}) does not divide the "
+            f"{model.moe.num_experts} experts of {model.name}. To fix: use attn_dp*tp among "
+            f"{[d for d in range(2, model.moe.num_experts + 1) if model.moe.num_experts % d == 0]}")
+    if world > hardware.gpus_per_node and world % hardware.gpus_per_node:
+        raise ConfigError(
+            f"attn_dp*tp={world} GPUs span nodes of {hardware.gpus_per_node} {hardware.name} "
+            f"GPUs unevenly. To fix: use attn_dp*tp <= {hardware.gpus_per_node} or a multiple "
+            "of it")
 
 
 def kv_heads_per_gpu(model: ModelSpec, tp: int) -> int:

@@ -8,13 +8,21 @@ Per layer and GPU, each operator is costed by :func:`~servingcast.costmodel.roof
   (``kv_tokens * kv_elements * b_kv``) plus queries and outputs. Prefill and decode are costed
   as separate kernels, as vLLM and TensorRT-LLM launch them.
 * Routed experts: each of ``T`` tokens goes to ``k`` of ``E`` experts. A GPU computes
-  ``T k / ep`` token-expert pairs times the load imbalance of its EP group, and reads the
-  weights of the experts the batch actually touches, ``E/ep * (1 - (1 - k/E)^T)``.
+  ``T k / ep`` token-expert pairs times the load imbalance of its EP group, plus the padding of
+  each touched expert's last tile (:data:`MOE_PAD_TOKENS_PER_EXPERT`), and reads the weights of
+  the experts the batch actually touches, ``E/ep * (1 - (1 - k/E)^T)``.
+
+GEMMs blend compute and memory time with :data:`~servingcast.costmodel.roofline.GEMM_NON_OVERLAP`
+(``gemm_non_overlap``); FP4 GEMMs use the device's ``compute_fp4`` efficiency where it has one.
 
 Communication per layer: two TP all-reduces of ``T h b_a`` bytes (one for models whose attention
 and MLP run in parallel, GPT-J and Falcon), MoE dispatch and combine all-to-alls over ``ep``, and
-one pipeline hand-off per stage boundary. Overheads: ``layer_us`` per layer (kernel launches)
-and ``iteration_ms`` per iteration (scheduler, sampling, host sync).
+one pipeline hand-off per stage boundary. ``tp_comm_overlap`` hides a fraction of the all-reduce
+behind the layer's GEMMs for engines that overlap them (:meth:`CostModel._exposed`; none by
+default). Overheads: ``layer_us`` per layer (kernel launches, or the gaps between the kernels
+of a replayed CUDA graph: the Hopper-class devices are calibrated at 10 us, which is what
+CUDA-graph decode in TensorRT-LLM, vLLM and SGLang leaves) and ``iteration_ms`` per iteration
+(scheduler, sampling, host sync).
 
 With ``pp`` stages, an iteration's *latency* is the sum of the stages and hand-offs; engines keep
 ``pp`` micro-batches in flight, so successive iterations leave the pipeline every *interval*,
@@ -27,10 +35,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from servingcast.costmodel import comm, layers
+from servingcast.costmodel import comm, dep, layers
 from servingcast.costmodel.batch import Batch, BatchStats
 from servingcast.costmodel.parallel import Parallelism, check_parallelism
-from servingcast.costmodel.roofline import ROOFLINE_P, ArrayOrFloat, op_time_s
+from servingcast.costmodel.roofline import (
+    ATTENTION_NON_OVERLAP,
+    GEMM_NON_OVERLAP,
+    ArrayOrFloat,
+    op_time_s,
+    split_bounds,
+)
 from servingcast.errors import ConfigError
 from servingcast.specs.hardware import Efficiency, HardwareSpec, Interconnect
 from servingcast.specs.model import ModelSpec
@@ -39,11 +53,25 @@ from servingcast.specs.precision import Precision
 #: Operator classes of the breakdown, in report order.
 OPERATORS = ("qkv", "attention", "attn_out", "mlp", "moe", "lm_head",
              "tp_comm", "ep_comm", "pp_comm", "overhead")
-#: Grouped expert GEMMs reach less of peak than dense ones: tokens are permuted to experts and
-#: back, each expert's tile is small and partly empty, and top-k routing adds kernels (MegaBlocks,
-#: Gale et al. 2023, measure 1.4-2x gaps for padded expert GEMMs). One factor for compute and
-#: memory, calibrated on the Mixtral rows of the validation set; an approximation.
-MOE_GEMM_EFFICIENCY = 0.75
+#: Grouped expert GEMMs (one GEMM per expert over the tokens routed to it) waste the unfilled
+#: rows of each expert's last tile: a kernel with ``M``-row tiles computes ``ceil(n / M) M`` rows
+#: for ``n`` tokens, on average ``n + M/2`` (MegaBlocks, Gale et al. 2023, sec. 3, measure the
+#: same padding for block-sparse experts; TensorRT-LLM's and vLLM's fused-MoE kernels use
+#: 64-128-row tiles, and 16-64 rows in their small-batch configurations). So a GPU that computes
+#: ``A`` token-expert assignments over ``E_t`` touched experts pays for ``A + E_t * pad`` rows:
+#: efficiency ``n / (n + pad)`` at ``n = A / E_t`` tokens per expert (Hockney's ``n_1/2`` form),
+#: near 1 for Mixtral's 8 experts at serving batches and well below it for 128 small experts
+#: (Qwen3-30B-A3B) or a batch of one. 32 rows is half a 64-row tile, a physical prior rather
+#: than a fit: the published MoE rows (Mixtral, 8 experts, many tokens each at their batches)
+#: cannot tell 0 from 64 (the medians of ``scripts/validate.py`` move by under 0.5 points).
+MOE_PAD_TOKENS_PER_EXPERT = 32.0
+#: The weight stream of grouped expert GEMMs (many separate matrices, the permute/unpermute of
+#: the tokens, top-k routing kernels) reaches this fraction of a dense GEMM's bandwidth; fitted
+#: with the compute factor below on all 194 rows (grid 0.75/0.85 x 0.75/0.85/1.0).
+MOE_MEMORY_EFFICIENCY = 0.85
+#: What the grouped expert GEMMs reach of a dense GEMM's compute rate on full tiles (the token
+#: permutation, the gather of scattered rows, the routing kernels); fitted with the one above.
+MOE_COMPUTE_EFFICIENCY = 0.75
 #: Bounds of the breakdown.
 BOUNDS = ("compute", "memory", "communication", "overhead")
 
@@ -107,11 +135,10 @@ class _Acc:
         self.bound[bound] = self.bound.get(bound, 0.0) + t
 
     def add_roofline(self, op: str, t: ArrayOrFloat, tc: ArrayOrFloat, tm: ArrayOrFloat) -> None:
-        """Add an operator, splitting its time between the bounds in proportion to
-        ``t_compute^p : t_memory^p`` (exactly ``t_compute`` and ``t_memory`` at ``p = 1``)."""
+        """Add an operator, splitting its time between the bounds with
+        :func:`~servingcast.costmodel.roofline.split_bounds`."""
         self.op[op] = self.op.get(op, 0.0) + t
-        wc, wm = tc**ROOFLINE_P, tm**ROOFLINE_P
-        compute = t * wc / np.maximum(wc + wm, 1e-300)
+        compute, _ = split_bounds(t, tc, tm)
         self.bound["compute"] = self.bound.get("compute", 0.0) + compute
         self.bound["memory"] = self.bound.get("memory", 0.0) + (t - compute)
 
@@ -145,9 +172,29 @@ class CostModel:
         precision: Precision,
         parallel: Parallelism | None = None,
         efficiency: float | Efficiency | dict[str, float] | None = None,
+        tp_comm_overlap: float = 0.0,
+        gemm_non_overlap: float | None = None,
     ) -> None:
         par = parallel or Parallelism()
         check_parallelism(model, hardware, par)
+        if not 0.0 <= tp_comm_overlap < 1.0:
+            raise ConfigError(
+                f"tp_comm_overlap is the fraction of the TP all-reduce hidden behind the GEMMs "
+                f"and must be in [0, 1), got {tp_comm_overlap}. To fix: pass e.g. 0.0 (no "
+                f"overlap, vLLM/SGLang defaults) or 0.5"
+            )
+        #: Fraction of the TP all-reduce time hidden behind the GEMMs (see :meth:`_exposed`).
+        self.tp_comm_overlap = tp_comm_overlap
+        beta = GEMM_NON_OVERLAP if gemm_non_overlap is None else gemm_non_overlap
+        if not 0.0 <= beta <= 1.0:
+            raise ConfigError(
+                f"gemm_non_overlap is the exposed fraction of the smaller of a GEMM's compute "
+                f"and memory time and must be in [0, 1], got {beta}. To fix: pass e.g. 1.0 (no "
+                f"overlap, the calibrated default) or 0.3"
+            )
+        #: Exposed fraction of the smaller of a GEMM's compute and memory time
+        #: (:mod:`~servingcast.costmodel.roofline`).
+        self.gemm_non_overlap = beta
         self.model = model
         self.hardware = hardware
         self.precision = precision
@@ -164,7 +211,7 @@ class CostModel:
                 f"compute dtype it has (e.g. fp16 or w8a16)"
             )
         half = hardware.peak_flops("bf16") or hardware.peak_flops("fp16")
-        self._gemm_flops_s = peak * eff.compute
+        self._gemm_flops_s = peak * eff.compute_for(precision.compute_dtype)
         self._attn_flops_s = (half or hardware.peak_flops("fp32") or peak) * eff.compute
         self._half_flops_s = (half or peak) * eff.compute
         self._bytes_s = hardware.hbm_bandwidth_bytes_s * eff.memory
@@ -217,7 +264,7 @@ class CostModel:
         for g in gemms:
             flops = g.flops_per_token * tokens
             moved = g.weights * wb + tokens * (g.in_features + g.out_features) * self._ab
-            t, tc, tm = op_time_s(flops, moved, flops_s, bytes_s)
+            t, tc, tm = op_time_s(flops, moved, flops_s, bytes_s, self.gemm_non_overlap)
             acc.add_roofline(g.op, t, tc, tm)
 
     def _attention(self, acc: _Acc, s: BatchStats) -> None:
@@ -229,7 +276,8 @@ class CostModel:
         ):
             flops = pair_flops * pairs
             moved = kv_tokens * self._kv_el * self._kvb + tokens * qo_el * self._ab
-            t, tc, tm = op_time_s(flops, moved, self._attn_flops_s, self._bytes_s)
+            t, tc, tm = op_time_s(flops, moved, self._attn_flops_s, self._bytes_s,
+                                  ATTENTION_NON_OVERLAP)
             acc.add_roofline("attention", t, tc, tm)
 
     def _experts(self, acc: _Acc, tokens: ArrayOrFloat) -> None:
@@ -239,12 +287,15 @@ class CostModel:
         assignments = tokens * moe.top_k
         local = assignments / ep * layers.expert_load_imbalance(assignments, ep)
         touched = layers.expected_distinct_experts(moe.num_experts, moe.top_k, tokens) / ep
+        # Rows computed: the assignments plus the padding of each touched expert's last tile.
+        rows = local + touched * MOE_PAD_TOKENS_PER_EXPERT
         for g in self._expert:
-            flops = g.flops_per_token * local
+            flops = g.flops_per_token * rows
             moved = touched * g.weights * self._wb + local * (g.in_features + g.out_features) * (
                 self._ab)
-            t, tc, tm = op_time_s(flops, moved, self._gemm_flops_s * MOE_GEMM_EFFICIENCY,
-                                  self._weight_bytes_s * MOE_GEMM_EFFICIENCY)
+            t, tc, tm = op_time_s(flops, moved, self._gemm_flops_s * MOE_COMPUTE_EFFICIENCY,
+                                  self._weight_bytes_s * MOE_MEMORY_EFFICIENCY,
+                                  self.gemm_non_overlap)
             acc.add_roofline("moe", t, tc, tm)
 
     def _allreduce(self, tokens: ArrayOrFloat, n: int) -> ArrayOrFloat:
@@ -253,6 +304,8 @@ class CostModel:
                                 link.bytes_per_s, link.latency_s)
 
     def _layer(self, s: BatchStats, moe_layer: bool) -> _Acc:
+        if self.parallel.attn_dp > 1:  # attention data-parallel + expert-parallel (dep.py)
+            return dep.dep_layer(self, _Acc(), s, moe_layer)  # type: ignore[no-any-return]
         acc = _Acc()
         tokens = s.new_tokens
         tp, ep = self.parallel.tp, self.parallel.ep
@@ -268,18 +321,38 @@ class CostModel:
             if moe_layer and ep > 1:
                 # Attention all-reduce, then dispatch + combine over ep, and the partial sums of
                 # experts split tp/ep ways are all-reduced inside each expert's group.
-                acc.add("tp_comm", "communication", self._allreduce(tokens, tp))
+                allreduce = self._allreduce(tokens, tp)
                 if tp // ep > 1:
-                    acc.add("tp_comm", "communication", self._allreduce(tokens, tp // ep))
+                    allreduce = allreduce + self._allreduce(tokens, tp // ep)
+                acc.add("tp_comm", "communication", self._exposed(acc, allreduce))
                 link = self._tp_link
                 a2a = comm.alltoall_s(tokens * self.model.moe.top_k  # type: ignore[union-attr]
                                       * self.model.hidden_size * self._ab / ep, ep,
                                       link.bytes_per_s, link.latency_s)
                 acc.add("ep_comm", "communication", 2.0 * a2a)
             else:
-                acc.add("tp_comm", "communication", n_allreduce * self._allreduce(tokens, tp))
+                acc.add("tp_comm", "communication",
+                        self._exposed(acc, n_allreduce * self._allreduce(tokens, tp)))
         acc.add("overhead", "overhead", tokens * 0.0 + self._layer_overhead_s)
         return acc
+
+    def _exposed(self, acc: _Acc, allreduce: ArrayOrFloat) -> ArrayOrFloat:
+        """The part of a layer's TP all-reduce time that is not hidden behind its GEMMs.
+
+        ``exposed = t_ar - min(f * t_ar, t_gemm)`` with ``f = tp_comm_overlap`` and ``t_gemm``
+        the layer's projection, MLP and expert GEMMs: an engine that overlaps the all-reduce
+        with compute (splitting the GEMM into chunks and reducing chunk ``i`` while computing
+        ``i + 1``: TensorRT-LLM's GEMM + all-reduce fusion and UserBuffers on Hopper and
+        Blackwell, vLLM's opt-in async TP, ``enable_async_tp``; Wang et al., "Overlap
+        communication with dependent computation via decomposition", ASPLOS 2023; Chang et al.,
+        "FLUX", 2024) hides at most a fraction ``f`` of it, and never more than the compute it
+        overlaps with. vLLM and SGLang by default do not overlap (``f = 0``, the default here);
+        the ``f`` an engine reaches depends on its kernels and is left to the caller.
+        """
+        if self.tp_comm_overlap == 0.0:
+            return allreduce
+        gemm = sum((acc.op.get(op, 0.0) for op in ("qkv", "attn_out", "mlp", "moe")), 0.0)
+        return allreduce - np.minimum(self.tp_comm_overlap * allreduce, gemm)
 
     def _stage_accs(self, s: BatchStats) -> list[_Acc]:
         has_dense = any(d for d, _ in self._stage_layers)
@@ -296,7 +369,8 @@ class CostModel:
             if index == len(self._stage_layers) - 1:
                 # LM head on the tokens that need logits; the embedding table is a gather of
                 # T * h elements, negligible next to any layer. Kept in 16-bit like the engines do.
-                self._gemms(acc, [self._lm_head], s.logit_seqs, weight_bytes=2.0)
+                self._gemms(acc, [self._lm_head], dep.busiest_rank_rows(
+                    s.logit_seqs, self.parallel.attn_dp), weight_bytes=2.0)
             stages.append(acc)
         return stages
 

@@ -21,7 +21,7 @@ from servingcast.costmodel.memory import activation_reserve_bytes
 from servingcast.costmodel.parallel import Parallelism
 from servingcast.costmodel.step import CostModel
 from servingcast.errors import ConfigError
-from servingcast.sim.scenario import InstanceGroup, Scenario, scenario_from_dict
+from servingcast.sim.scenario import InstanceGroup, Scenario, Speculative, scenario_from_dict
 from servingcast.specs.catalog import get_hardware, get_model
 from servingcast.specs.hardware import HardwareSpec
 from servingcast.specs.model import ModelSpec
@@ -63,8 +63,8 @@ class LaunchGroup:
 
     @property
     def gpus_per_instance(self) -> int:
-        """GPUs of one instance: ``tp * pp``."""
-        return self.spec.tp * self.spec.pp
+        """GPUs of one instance: ``attn_dp * tp * pp`` (``attn_dp`` attention ranks, DEP)."""
+        return self.spec.attn_dp * self.spec.tp * self.spec.pp
 
     @property
     def nodes_per_instance(self) -> int:
@@ -85,6 +85,8 @@ class LaunchGroup:
         """``3 instances (the plan's count) of 4 GPUs each (tp 4 x pp 1) on h200-sxm``."""
         s = self.spec
         ep = f", ep {s.ep}" if s.ep > 1 else ""
+        if s.attn_dp > 1:
+            ep += f", {s.attn_dp} attention data-parallel ranks"
         nodes = (f", {self.nodes_per_instance} nodes of {self.gpus_per_pod} GPUs each"
                  if self.nodes_per_instance > 1 else "")
         return (f"{s.count} instance{'s' if s.count > 1 else ''} (the plan's count) of "
@@ -113,6 +115,13 @@ class Part:
     def rate_per_s(self) -> float:
         """The part's planned request rate."""
         return float(getattr(self.scenario.workload.arrival, "rate", 0.0) or 0.0)
+
+    def speculative(self, group: LaunchGroup) -> Speculative | None:
+        """``group``'s speculative decoding as simulated (its own, else the scenario's; never
+        on a prefill group)."""
+        if group.spec.role == "prefill":
+            return None
+        return group.spec.speculative or self.scenario.speculative
 
     @property
     def max_model_len(self) -> int:
@@ -187,7 +196,8 @@ def read_parts(files: Mapping[str, bytes],
         groups = []
         for g in scenario.instance_groups:
             hardware = get_hardware(g.hardware)
-            cm = CostModel(model, hardware, precision, Parallelism(tp=g.tp, pp=g.pp, ep=g.ep))
+            cm = CostModel(model, hardware, precision, Parallelism(tp=g.tp, pp=g.pp, ep=g.ep,
+                                                                   attn_dp=g.attn_dp))
             size = (node_gpus or {}).get(g.hardware) or hardware.gpus_per_node
             groups.append(LaunchGroup(spec=g, hardware=hardware, node_gpus=size,
                                       mem_fraction_static=mem_fraction_static(cm, g)))

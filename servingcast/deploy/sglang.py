@@ -6,9 +6,16 @@ Flag for flag (SGLang's ``ServerArgs``): ``--tp-size``/``--pp-size``/``--ep-size
 (``-1`` when the plan does not chunk), with ``--enable-mixed-chunk`` on aggregated groups so a
 prefill chunk shares its iteration with the running decodes, as modelled; ``--page-size`` =
 block size; ``--mem-fraction-static`` from :func:`servingcast.deploy.parts.mem_fraction_static`;
-``--disable-radix-cache`` when prefix caching is off. Prefill/decode disaggregation:
+``--disable-radix-cache`` when prefix caching is off. Speculative decoding with a separate draft
+model (the scenario's ``speculative``) on decode and aggregated groups: ``--speculative-algorithm
+STANDALONE --speculative-draft-model-path <draft> --speculative-num-steps k
+--speculative-eagle-topk 1 --speculative-num-draft-tokens k+1`` (a chain of ``k`` draft tokens,
+as modelled; SGLang's speculative decoding docs). Prefill/decode disaggregation:
 ``--disaggregation-mode prefill|decode`` with NIXL (``--disaggregation-transfer-backend nixl``)
-and the router's ``--pd-disaggregation``.
+and the router's ``--pd-disaggregation``. Attention data-parallelism (a group's ``attn_dp``
+= N > 1, DEP): ``--tp-size N*tp --dp-size N --enable-dp-attention --ep-size N*tp
+--moe-a2a-backend deepep`` (SGLang docs, "DP, DPA and sgl-router" and "Expert Parallelism"),
+``--max-running-requests`` the engine's total over its ranks.
 
 SGLang's chunk budget counts prefill tokens only; vLLM's ``--max-num-batched-tokens`` (what was
 modelled) also counts the decode tokens of the iteration, so a mixed SGLang iteration can be up
@@ -17,9 +24,12 @@ to ``max_num_seqs`` tokens larger. Decode instances run no prefill and get no ch
 
 from __future__ import annotations
 
+from servingcast.costmodel.spec import MTP
 from servingcast.deploy._shell import Raw, Token, command, model_token, script
 from servingcast.deploy.parts import LaunchGroup, Part
 from servingcast.deploy.precision import sglang_flags
+from servingcast.deploy.vllm import speculative_note
+from servingcast.specs.catalog import get_model
 
 BOOTSTRAP_PORT = 8998
 DIST_PORT = 5000
@@ -30,10 +40,20 @@ def engine_args(part: Part, group: LaunchGroup) -> tuple[list[str], list[str]]:
     """The engine flags of ``group`` (no model, host, port or node ranks) and notes."""
     g = group.spec
     notes: list[str] = []
-    args = ["--tp-size", str(g.tp), "--pp-size", str(g.pp)]
-    if g.ep > 1:
-        args += ["--ep-size", str(g.ep)]
-    args += ["--max-running-requests", str(g.max_num_seqs)]
+    if g.attn_dp > 1:
+        # DEP: SGLang's --tp-size is the whole engine, --dp-size the attention ranks in it.
+        args = ["--tp-size", str(g.attn_dp * g.tp), "--dp-size", str(g.attn_dp),
+                "--enable-dp-attention", "--pp-size", str(g.pp), "--ep-size", str(g.ep),
+                "--moe-a2a-backend", "deepep",
+                "--max-running-requests", str(g.engine_max_num_seqs)]
+        notes.append(f"{g.attn_dp} attention data-parallel ranks of tp {g.tp}, experts "
+                     f"expert-parallel over all {g.ep} GPUs (DeepEP all-to-all); "
+                     f"--max-running-requests is the engine's total, {g.max_num_seqs} per rank")
+    else:
+        args = ["--tp-size", str(g.tp), "--pp-size", str(g.pp)]
+        if g.ep > 1:
+            args += ["--ep-size", str(g.ep)]
+        args += ["--max-running-requests", str(g.max_num_seqs)]
     if g.role != "decode":
         args += ["--chunked-prefill-size",
                  str(g.max_num_batched_tokens) if g.enable_chunked_prefill else "-1"]
@@ -54,6 +74,18 @@ def engine_args(part: Part, group: LaunchGroup) -> tuple[list[str], list[str]]:
         args.append("--disable-radix-cache")
     if g.max_model_len is not None:
         args += ["--context-length", str(g.max_model_len)]
+    spec = part.speculative(group)
+    if spec is not None:
+        k = spec.num_speculative_tokens
+        if spec.draft_model == MTP:  # the model's own MTP layers: SGLang's NEXTN (EAGLE)
+            args += ["--speculative-algorithm", "NEXTN"]
+        else:
+            draft = get_model(spec.draft_model)
+            args += ["--speculative-algorithm", "STANDALONE",
+                     "--speculative-draft-model-path", draft.hf_id or draft.name]
+        args += ["--speculative-num-steps", str(k), "--speculative-eagle-topk", "1",
+                 "--speculative-num-draft-tokens", str(k + 1)]
+        notes.append(speculative_note(part, group))
     flags = sglang_flags(part.precision)
     args += flags.args
     notes += flags.notes

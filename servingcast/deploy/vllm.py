@@ -3,12 +3,19 @@
 Flag for flag (vLLM's ``EngineArgs``): ``--tensor-parallel-size``/``--pipeline-parallel-size``
 = tp/pp; ``--enable-expert-parallel`` when the plan's ep spans the tp group (vLLM's expert
 parallelism always spans every tp rank, so an ep between 1 and tp has no vLLM flag and is
-left out with a note); ``--max-num-seqs``, ``--max-num-batched-tokens``,
+left out with a note); attention data-parallel ranks (``attn_dp`` = N > 1, DEP):
+``--data-parallel-size N --enable-expert-parallel`` with ``--tensor-parallel-size tp`` (vLLM
+docs, "Data Parallel Deployment", "Expert Parallel Deployment"; ``--data-parallel-backend ray``
+across nodes), the limits per rank; ``--max-num-seqs``, ``--max-num-batched-tokens``,
 ``--[no-]enable-chunked-prefill``, ``--block-size``, ``--gpu-memory-utilization`` and
 ``--[no-]enable-prefix-caching`` as modelled; ``--dtype``/``--quantization``/``--kv-cache-dtype``
-from :mod:`servingcast.deploy.precision`. Attention is tensor-parallel, as modelled (no
-``--data-parallel-size``: each instance is its own engine). A disaggregated part moves KV from
-prefill to decode through NIXL (``--kv-transfer-config`` with ``NixlConnector``).
+from :mod:`servingcast.deploy.precision`. Speculative decoding (the scenario's ``speculative``)
+on decode and aggregated groups: ``--speculative-config`` with the draft's repository as
+``model``, ``num_speculative_tokens`` and the modelled ``draft_tensor_parallel_size`` (vLLM's
+``SpeculativeConfig``); the acceptance rate is the traffic's, not a flag. Attention is
+tensor-parallel, as modelled (no ``--data-parallel-size``: each instance is its own engine). A
+disaggregated part moves KV from prefill to decode through NIXL (``--kv-transfer-config`` with
+``NixlConnector``).
 
 One exception: vLLM refuses ``--no-enable-chunked-prefill`` when ``--max-num-batched-tokens``
 is below the context length. Decode instances receive their prompts' KV from prefill and run
@@ -20,9 +27,11 @@ from __future__ import annotations
 
 import json
 
+from servingcast.costmodel.spec import MTP, draft_parallelism
 from servingcast.deploy._shell import Raw, Token, command, model_token, script
 from servingcast.deploy.parts import LaunchGroup, Part
 from servingcast.deploy.precision import vllm_flags
+from servingcast.specs.catalog import get_model
 
 #: KV roles of vLLM's ``--kv-transfer-config`` per servingcast role.
 KV_ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
@@ -48,6 +57,32 @@ def chunked_prefill(part: Part, group: LaunchGroup) -> tuple[bool, str | None]:
     return g.enable_chunked_prefill, None
 
 
+def speculative_config(part: Part, group: LaunchGroup) -> dict[str, object] | None:
+    """vLLM's ``--speculative-config`` for ``group`` (None: no speculative decoding, or a
+    prefill group): the draft's Hugging Face repository (its catalog name when it has none),
+    ``num_speculative_tokens`` and the draft's tensor parallelism as modelled
+    (:func:`~servingcast.costmodel.spec.draft_parallelism`); the model's own MTP layers are
+    vLLM's ``"method": "mtp"`` (vLLM docs, "MTP (Multi-Token Prediction)")."""
+    spec = part.speculative(group)
+    if spec is None:
+        return None
+    if spec.draft_model == MTP:
+        return {"method": "mtp", "num_speculative_tokens": spec.num_speculative_tokens}
+    draft = get_model(spec.draft_model)
+    return {"model": draft.hf_id or draft.name,
+            "num_speculative_tokens": spec.num_speculative_tokens,
+            "draft_tensor_parallel_size": draft_parallelism(draft, group.spec.tp).tp}
+
+
+def speculative_note(part: Part, group: LaunchGroup) -> str:
+    """What a launch file says about the acceptance rate the plan assumed."""
+    spec = part.speculative(group)
+    rate = "?" if spec is None else f"{spec.acceptance_rate:g}"
+    return (f"speculative decoding was planned at an acceptance rate of {rate} per draft "
+            "token; measure yours on your traffic (the engine's metrics report it) and "
+            "re-plan if it differs")
+
+
 def engine_args(part: Part, group: LaunchGroup, *, connector: bool = True,
                 ray: bool = True) -> tuple[list[str], list[str]]:
     """The engine flags of ``group`` (no model, host or port) and the notes on them.
@@ -56,13 +91,20 @@ def engine_args(part: Part, group: LaunchGroup, *, connector: bool = True,
     g = group.spec
     notes: list[str] = []
     args = ["--tensor-parallel-size", str(g.tp), "--pipeline-parallel-size", str(g.pp)]
-    if g.ep > 1 and g.ep == g.tp:
+    if g.attn_dp > 1:
+        # DEP: attention data-parallel ranks, experts over all of them (vLLM docs, "Data
+        # Parallel Deployment" / "Expert Parallel Deployment"); limits are per DP rank.
+        args += ["--data-parallel-size", str(g.attn_dp), "--enable-expert-parallel"]
+        notes.append(f"{g.attn_dp} attention data-parallel ranks of tp {g.tp}, experts "
+                     f"expert-parallel over all {g.attn_dp * g.tp} GPUs; --max-num-seqs and "
+                     "--max-num-batched-tokens are each rank's")
+    elif g.ep > 1 and g.ep == g.tp:
         args.append("--enable-expert-parallel")
     elif g.ep > 1:
         notes.append(f"ep {g.ep} inside tp {g.tp}: vLLM's expert parallelism spans all tp ranks "
                      "(ep = tp), so this command shards every expert over tp instead (SGLang's "
                      "--ep-size matches the plan)")
-    if part.model.moe is not None:
+    if part.model.moe is not None and g.attn_dp == 1:
         notes.append("attention is tensor-parallel over the tp GPUs, as modelled (no "
                      "--data-parallel-size)")
     chunked, why = chunked_prefill(part, group)
@@ -77,11 +119,16 @@ def engine_args(part: Part, group: LaunchGroup, *, connector: bool = True,
              else "--no-enable-prefix-caching"]
     if g.max_model_len is not None:
         args += ["--max-model-len", str(g.max_model_len)]
+    config = speculative_config(part, group)
+    if config is not None:
+        args += ["--speculative-config", json.dumps(config, separators=(",", ":"))]
+        notes.append(speculative_note(part, group))
     flags = vllm_flags(part.precision)
     args += flags.args
     notes += flags.notes
     if ray and group.nodes_per_instance > 1:
-        args += ["--distributed-executor-backend", "ray"]
+        args += (["--data-parallel-backend", "ray"] if g.attn_dp > 1
+                 else ["--distributed-executor-backend", "ray"])
     if connector and g.role in KV_ROLES:
         config = {"kv_connector": "NixlConnector", "kv_role": KV_ROLES[g.role]}
         args += ["--kv-transfer-config", json.dumps(config, separators=(",", ":"))]

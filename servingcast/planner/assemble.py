@@ -3,11 +3,12 @@
 Each group receives a share of its role's traffic in proportion to its capacity (the exported
 scenario gives every group that share as its routing ``weight``), so every group of a role runs
 at the same utilisation ``u``: the aggregated groups of workload ``w`` at
-``u_A = a_w / Σ_{c∈A_w} μ_c n_c``, its prefill groups at ``u_P = z_w / Σ_P f_c(n_c)`` (the pooled
-capacity of a group) and its decode groups at ``u_D = z_w / Σ_D μ n``. A group then receives
-``u`` times its capacity, spread evenly over its instances, and its TTFT percentile and TPOT at
-that load come from its cost-model profile (:meth:`Profile.at_rate`; prefill: the group's pooled
-queue).
+``u_A = a_w / Σ_{c∈A_w} f_c(n_c)``, its prefill groups at ``u_P = z_w / Σ_P f_c(n_c)`` and its
+decode groups at ``u_D = z_w / Σ_D f_c(n_c)`` (``f_c(n)`` the capacity of a group of ``n``,
+:meth:`Candidate.group_rate`). A group then receives ``u`` times its capacity, spread evenly
+over its instances, and its TTFT percentile and TPOT at that load come from its cost-model
+profile for a group of that size (:meth:`Profile.at_rate`: prefill, the group's pooled queue;
+decode and aggregated, the narrower batch of a group, queueing item 10).
 
 Per workload: output tokens/s ``= x_w E[O]``; tokens/s per GPU divides by the workload's GPUs;
 tokens/s per user is ``1 / TPOT`` with the mean TPOT averaged over the requests (weighted by the
@@ -17,13 +18,11 @@ quantile (what the SLO sees).
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
 from servingcast.planner.candidates import Candidate
-from servingcast.planner.capacity import PrefillProfile
 from servingcast.planner.milp import Allocation
-from servingcast.planner.plan import InstanceGroup, Plan, SolverReport, WorkloadPlan
+from servingcast.planner.plan import InstanceGroup, Plan, SolverReport, WorkloadPlan, pd_ratio
 from servingcast.planner.problem import Problem
 
 _EPS = 1e-9
@@ -33,30 +32,19 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else value * 1e3
 
 
-def _group(c: Candidate, count: int, utilization: float) -> InstanceGroup:
+def _group(c: Candidate, count: int, utilization: float, engine: str) -> InstanceGroup:
     cfg = c.config
     each = c.group_rate(count) / count
     load = utilization * each
-    op = (c.profile.at_rate(load, count) if isinstance(c.profile, PrefillProfile)
-          else c.profile.at_rate(load))
-    return InstanceGroup(
-        name=cfg.key, workload=cfg.workload, pool=cfg.pool, hardware=c.hardware, role=cfg.role,
-        count=count, tp=cfg.tp, pp=cfg.pp, ep=cfg.ep, gpus_per_instance=c.gpus,
-        gpus=c.gpus * count, max_num_seqs=c.engine_max_num_seqs,
-        max_num_batched_tokens=cfg.max_num_batched_tokens,
-        enable_chunked_prefill=cfg.role != "decode",
+    op = c.profile.at_rate(load, count)
+    return InstanceGroup.from_config(
+        cfg, name=cfg.key, hardware=c.hardware, count=count, gpus_per_instance=c.gpus,
+        gpus=c.gpus * count, max_num_seqs=c.engine_max_num_seqs_for(count),
+        enable_chunked_prefill=cfg.role != "decode", engine=engine,
         capacity_per_instance_per_s=each, rate_per_instance_per_s=load,
         utilization=utilization, batch=op.batch, ttft_ms=_ms(op.ttft_s), tpot_ms=_ms(op.tpot_s),
         tpot_mean_ms=_ms(op.tpot_mean_s), limited_by=c.capacity.limited_by,
         cost_per_hour=None if c.price_per_hour is None else c.price_per_hour * count)
-
-
-def pd_ratio(prefill: int, decode: int) -> str | None:
-    """``"2:3"`` (reduced), or None without disaggregated instances."""
-    if prefill == 0 and decode == 0:
-        return None
-    g = math.gcd(prefill, decode) or 1
-    return f"{prefill // g}:{decode // g}"
 
 
 def plan_from_allocation(problem: Problem, cands: dict[str, Candidate], alloc: Allocation,
@@ -82,7 +70,7 @@ def plan_from_allocation(problem: Problem, cands: dict[str, Candidate], alloc: A
         for c, n in members:
             total = capacity[c.config.role]
             u = min(1.0, rate_of[c.config.role] / total) if total > _EPS else 0.0
-            groups.append(_group(c, n, u))
+            groups.append(_group(c, n, u, problem.engine.kind))
             gpus_used[c.config.pool] += c.gpus * n
             costs.append(c.price_per_hour * n if c.price_per_hour is not None else None)
         served = agg + dis

@@ -34,7 +34,7 @@ import itertools
 import math
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from statistics import NormalDist
 from typing import Literal
 
@@ -44,9 +44,17 @@ from servingcast.costmodel.batch import BatchStats
 from servingcast.costmodel.comm import kv_transfer_s
 from servingcast.costmodel.memory import kv_bytes_per_token, max_batch_size, memory_plan
 from servingcast.costmodel.parallel import Parallelism
+from servingcast.costmodel.spec import (
+    SpeculativeCostModel,
+    SpeculativeDecoding,
+    draft_cost_model,
+    draft_memory_extras,
+)
 from servingcast.costmodel.step import CostModel
 from servingcast.errors import ConfigError
+from servingcast.groups import group_name, parallelism_text
 from servingcast.planner.capacity import (
+    GROUP_LEVELS,
     AggregatedProfile,
     Capacity,
     DecodeProfile,
@@ -60,10 +68,12 @@ from servingcast.planner.capacity import (
     solve_group_rates,
     solve_ttft,
 )
-from servingcast.planner.problem import Pool, Problem, Workload, tp_choices
+from servingcast.planner.prefix_caching import idle_session_seq_len
+from servingcast.planner.problem import Pool, Problem, SearchSpace, Workload, tp_choices
 from servingcast.planner.queueing import erlang_c
 from servingcast.specs.catalog import get_model
 from servingcast.specs.precision import Precision, get_precision
+from servingcast.workload import FixedLength
 
 Role = Literal["aggregated", "prefill", "decode"]
 ROLES: tuple[Role, ...] = ("aggregated", "prefill", "decode")
@@ -112,17 +122,43 @@ class Config:
     ep: int
     max_num_seqs: int
     max_num_batched_tokens: int
+    prefix_caching: bool = False
+    """Automatic prefix caching on (vLLM ``--enable-prefix-caching``, SGLang's radix cache):
+    the capacity counts only the uncached prompt tokens as prefill work and the cached
+    prefixes' KV as resident cache (``search.prefix_caching``)."""
+    spec_tokens: int = 0
+    """Speculative tokens per step (0: speculative decoding off; decode and aggregated only)."""
+    draft_model: str | None = None
+    """The draft when ``spec_tokens > 0``: a catalog model, or ``"mtp"`` for the target's own
+    multi-token-prediction layers (``search.speculative``)."""
+    attn_dp: int = 1
+    """Attention data-parallel ranks (DEP, ``search.attention_dp``; 1: off). With ``attn_dp > 1``
+    the engine spans ``attn_dp * tp`` GPUs, ``ep = attn_dp * tp``, and ``max_num_seqs`` /
+    ``max_num_batched_tokens`` are the whole engine's: ``attn_dp`` times the per-rank values
+    searched."""
 
     @property
     def parallelism(self) -> str:
-        """``tp2-pp1-ep1``."""
-        return f"tp{self.tp}-pp{self.pp}-ep{self.ep}"
+        """``tp2-pp1-ep1`` (``tp1-pp1-ep16-dp16`` with attention data-parallel ranks)."""
+        return parallelism_text(self.tp, self.pp, self.ep, self.attn_dp)
+
+    @property
+    def speculative(self) -> str:
+        """``""`` when off, else ``-spec4-llama-3.2-1b`` or ``-mtp2``."""
+        if self.spec_tokens <= 0:
+            return ""
+        if self.draft_model == "mtp":
+            return f"-mtp{self.spec_tokens}"
+        return f"-spec{self.spec_tokens}-{self.draft_model}"
 
     @property
     def key(self) -> str:
-        """Unique, readable: ``chat/h100/prefill/tp2-pp1-ep1/s256-k8192``."""
-        return (f"{self.workload}/{self.pool}/{self.role}/{self.parallelism}/"
-                f"s{self.max_num_seqs}-k{self.max_num_batched_tokens}")
+        """Unique, readable (:func:`servingcast.groups.group_name`):
+        ``chat/h100/prefill/tp2-pp1-ep1/s256-k8192`` (speculative decode:
+        ``chat/h100/decode/tp1-pp1-ep1/s64-k64-spec4-llama-3.2-1b``)."""
+        return group_name(self.workload, self.pool, self.role, self.tp, self.pp, self.ep,
+                          self.max_num_seqs, self.max_num_batched_tokens, self.prefix_caching,
+                          self.spec_tokens, self.draft_model, self.attn_dp)
 
 
 @dataclass(frozen=True)
@@ -138,8 +174,14 @@ class Candidate:
     kv_bytes_per_request: float
     profile: Profile = field(compare=False, repr=False)
     pooled: tuple[float, ...] = ()
-    """Prefill: ``f(n)``, the req/s of a group of ``n = 1, 2, …`` instances behind one router
-    (:meth:`PrefillProfile.group_rates`); empty for the other roles."""
+    """``f(n)``, the req/s of a group of ``n = 1, 2, …`` instances behind one router: prefill,
+    the pooled queue (:meth:`PrefillProfile.group_rates`); decode and aggregated, ``n`` times
+    the per-instance rate of the largest group size at most ``n`` whose capacity was computed
+    (their batches swing less in a group, queueing item 10); empty when a group serves no more
+    per instance than one instance alone."""
+    group_caps: tuple[tuple[int, Capacity], ...] = field(default=(), compare=False, repr=False)
+    """Decode and aggregated: the capacity of one of ``n`` instances at the group sizes where
+    it grows (:meth:`~servingcast.planner.capacity.DecodeProfile.group_capacities`)."""
 
     @property
     def key(self) -> str:
@@ -152,9 +194,9 @@ class Candidate:
         return self.capacity.rate_per_s
 
     def group_rate(self, count: int) -> float:
-        """Req/s that ``count`` instances of this candidate serve together: the pooled queue's
-        ``f(count)`` for prefill (past the exactly computed sizes, the per-instance rate of the
-        largest one, a lower bound), ``count × rate`` for the other roles."""
+        """Req/s that ``count`` instances of this candidate serve together: :attr:`pooled`'s
+        ``f(count)`` (past the computed sizes, the per-instance rate of the largest one, a lower
+        bound), ``count × rate`` when there is no pooling to count on."""
         if count <= 0:
             return 0.0
         if not self.pooled:
@@ -165,7 +207,21 @@ class Candidate:
 
     @functools.cached_property
     def engine_max_num_seqs(self) -> int:
-        """The engine's ``max_num_seqs`` for this instance (prefill: the searched cap).
+        """:meth:`engine_max_num_seqs_for` one instance alone."""
+        return self.engine_max_num_seqs_for(1)
+
+    def group_capacity(self, count: int) -> Capacity:
+        """The capacity of one of ``count`` instances: at the largest group size at most
+        ``count`` in :attr:`group_caps` (one instance's when there is none)."""
+        best = self.capacity
+        for n, cap in self.group_caps:
+            if n <= count:
+                best = cap
+        return best
+
+    def engine_max_num_seqs_for(self, count: int) -> int:
+        """The engine's ``max_num_seqs`` for each of ``count`` instances in a group (prefill:
+        the searched cap), sized at that group's capacity (:meth:`group_capacity`).
 
         Aggregated and decode: the smallest cap ``m`` (plus one prompt in prefill per virtual
         engine when aggregated) that holds the batch's ``q`` quantile ``b_q`` *and* makes a
@@ -185,19 +241,20 @@ class Candidate:
             return cfg.max_num_seqs
         extra = cfg.pp if cfg.role == "aggregated" else 0
         quantile = self.profile.quantile
-        low = max(1, math.ceil(self.capacity.max_batch))
+        capacity = self.group_capacity(count)
+        low = max(1, math.ceil(capacity.max_batch))
         if low >= cfg.max_num_seqs - extra:
             return max(1, min(cfg.max_num_seqs, low + extra))
         slots = np.arange(low, cfg.max_num_seqs - extra + 1, dtype=np.float64)
-        waits = erlang_c(slots, self.capacity.batch)
+        waits = erlang_c(slots, capacity.batch)
         ok = np.flatnonzero(waits <= (1.0 - quantile) / 4.0)
         m = int(slots[ok[0]]) if ok.size else cfg.max_num_seqs - extra
         # The batch swings wider than Erlang's Poisson occupancy near the knee and with
         # prefill beside the decodes (b_q's spread): the cap also holds that law's
         # 1 - (1 - q) / 4 quantile.
-        mean = self.capacity.batch
+        mean = capacity.batch
         z_q, z_cap = (NormalDist().inv_cdf(p) for p in (quantile, 1.0 - (1.0 - quantile) / 4.0))
-        wide = math.ceil(mean + (self.capacity.max_batch - mean) * z_cap / z_q)
+        wide = math.ceil(mean + (capacity.max_batch - mean) * z_cap / z_q)
         m = max(m, min(wide, cfg.max_num_seqs - extra))
         # Never more slots than the KV cache holds sequences: past it the engine preempts and
         # recomputes prompts, and an instance near its KV limit spirals into overload (the
@@ -292,6 +349,7 @@ class CandidateBuilder:
                     f"more than {w.model}'s context of {context} tokens; an engine would reject "
                     "them. To fix: lower input_len/output_len (or their max)")
         self._entries: list[_Entry] | None = None
+        self._drafts: dict[tuple[int, str], tuple[CostModel, CostModel]] = {}
         self._rated = False  # progress lines only for the first rating (not the Pareto sweep's)
 
     @property
@@ -324,14 +382,18 @@ class CandidateBuilder:
                                for role in roles
                                for s, k in _limits(role, search.max_num_seqs,
                                                    search.max_num_batched_tokens)]
-                    out += self._shape_entries(w, pool, configs)
+                    out += self._shape_entries(w, pool, _with_prefix_caching(
+                        _with_speculative(configs, search), search, w))
+        if "decode" in roles and model.moe is not None:
+            for configs in _dep_configs(w.name, pool.name, search, tp_choices(self.problem)):
+                out += self._shape_entries(w, pool, configs)  # no speculative DEP yet
         return out
 
     def _shape_entries(self, w: Workload, pool: Pool, configs: list[Config]) -> list[_Entry]:
         """Entries of configurations sharing one instance shape (pool, tp, pp, ep)."""
         hw, prec, shape = pool.spec, precision_of(w), self.shapes[w.name]
         first = configs[0]
-        gpus = first.tp * first.pp
+        gpus = first.attn_dp * first.tp * first.pp
         price = None if pool.price is None else pool.price * gpus
 
         def entry(cfg: Config, profile: Profile | None = None, drop: Drop | None = None,
@@ -345,7 +407,8 @@ class CandidateBuilder:
         if reason is None:
             try:
                 cm = CostModel(get_model(w.model), hw, prec,
-                               Parallelism(tp=first.tp, pp=first.pp, ep=first.ep))
+                               Parallelism(tp=first.tp, pp=first.pp, ep=first.ep,
+                                           attn_dp=first.attn_dp))
             except ConfigError as exc:
                 reason = ("parallelism", str(exc))
         if cm is None:
@@ -356,30 +419,68 @@ class CandidateBuilder:
         bw = self.problem.network.per_gpu_bytes_s(hw)
         nic_rate = 1.0 / kv_transfer_s(kv_request, bw * gpus)
         out: list[_Entry] = []
-        made: list[Profile] = []
+        made: dict[tuple[int, str | None], list[Profile]] = defaultdict(list)
         for cfg in configs:
             result = self._profile(cfg, cm, shape, nic_rate)
             if isinstance(result, Drop):
                 out.append(entry(cfg, drop=result))
             else:
                 out.append(entry(cfg, profile=result, kv=kv_request))
-                made.append(result)
-        evaluate_profiles(cm, made)
-        for profile in made:
-            profile.request = _COSTED
+                made[(cfg.spec_tokens, cfg.draft_model)].append(result)
+        for (k, draft), profiles in made.items():  # one cost-model call per speculative setting
+            evaluate_profiles(self._speculative(cm, k, draft), profiles)
+            for profile in profiles:
+                profile.request = _COSTED
         return out
+
+    def _speculative(self, cm: CostModel, k: int, draft_model: str | None) -> CostModel:
+        """``cm`` with speculative decoding of ``k`` tokens of ``draft_model``
+        (:class:`~servingcast.costmodel.spec.SpeculativeCostModel`: its iterations cost the
+        time per emitted token), or ``cm`` itself when off."""
+        spec = self.problem.search.speculative
+        if k <= 0 or draft_model is None or spec is None:
+            return cm
+        return SpeculativeCostModel(cm, SpeculativeDecoding(self._draft(cm, draft_model), k,
+                                                            spec.acceptance_rate))
+
+    def _draft(self, cm: CostModel, draft_model: str) -> CostModel:
+        """:func:`draft_cost_model`, once per target cost model (kept alive with it, so that
+        its id keys the cache safely)."""
+        key = (id(cm), draft_model)
+        if key not in self._drafts:
+            self._drafts[key] = (cm, draft_cost_model(cm, draft_model))
+        return self._drafts[key][1]
 
     def _profile(self, cfg: Config, cm: CostModel, shape: Shape,
                  nic_rate: float) -> Profile | Drop:
         search = self.problem.search
-        plan = memory_plan(cm, search.gpu_memory_utilization, cfg.max_num_batched_tokens,
-                           cfg.max_num_seqs, search.block_size)
+        extra_w = extra_kv = 0.0
+        if cfg.prefix_caching:  # the uncached prompts and their cached context
+            shape = shape_of(self.problem.workload(cfg.workload), self.problem.engine, True,
+                             search.block_size, cfg.role == "prefill")
+        if cfg.spec_tokens > 0 and cfg.draft_model is not None:
+            # The draft's weights and KV share the GPUs; each sequence holds k lookahead slots.
+            extra_w, extra_kv = draft_memory_extras(self._draft(cm, cfg.draft_model), cfg.pp)
+            shape = replace(shape, seq_len=shape.seq_len + cfg.spec_tokens)
+        # Per-rank limits size the activation reserve (each DEP rank runs its own scheduler).
+        plan = memory_plan(cm, search.gpu_memory_utilization,
+                           -(-cfg.max_num_batched_tokens // cfg.attn_dp),
+                           -(-cfg.max_num_seqs // cfg.attn_dp), search.block_size, extra_w,
+                           extra_kv)
         if not plan.fits:
             need = plan.weights_bytes_per_gpu + plan.activation_bytes_per_gpu
             return Drop(cfg, cm.hardware.name, "memory",
                         f"{plan.weights_bytes_per_gpu / 1e9:.1f} GB of weights + "
                         f"{plan.activation_bytes_per_gpu / 1e9:.1f} GB of activations per GPU, "
                         f"{plan.usable_bytes_per_gpu / 1e9:.1f} GB usable", need)
+        if shape.resident_kv_tokens:  # a warm prefix cache's system prompts / sessions
+            plan = replace(plan, kv_capacity_tokens=max(
+                0, plan.kv_capacity_tokens - shape.resident_kv_tokens))
+        if shape.idle_token_s:  # paused agentic sessions' histories, per running request
+            shape = replace(shape, seq_len=idle_session_seq_len(
+                cm, plan, shape.seq_len, shape.idle_token_s,
+                (shape.prompt_mean or shape.input_mean) + shape.output_mean,
+                shape.decode_steps, shape.decode_context, shape.quantile))
         if cfg.role != "prefill" and shape.total_max and max_batch_size(
                 plan, shape.total_max) < 1:
             return Drop(cfg, cm.hardware.name, "kv_cache",
@@ -387,9 +488,12 @@ class CandidateBuilder:
                         f"cache ({plan.kv_capacity_tokens} tokens)", float(shape.total_max))
         if cfg.role == "aggregated":
             return AggregatedProfile(cm, shape, plan, cfg.max_num_seqs,
-                                     cfg.max_num_batched_tokens)
+                                     cfg.max_num_batched_tokens,
+                                     round_robin=round_robin_router(
+                                         self.problem.workload(cfg.workload)))
         if cfg.role == "prefill":
-            return PrefillProfile(cm, shape, plan, cfg.max_num_batched_tokens, nic_rate)
+            return PrefillProfile(cm, shape, plan, cfg.max_num_batched_tokens, nic_rate,
+                                  cfg.max_num_seqs)
         return DecodeProfile(cm, shape, plan, cfg.max_num_seqs, nic_rate)
 
     def candidates(self, tpot_scale: float = 1.0) -> CandidateSet:
@@ -409,8 +513,8 @@ class CandidateBuilder:
             for e in entries if isinstance(e.profile, PrefillProfile)])
         if say is not None:
             say("candidates: TTFT of aggregated configurations")
-        solve_ttft([(e.profile, e.profile.pending_ttft(self._tpot_limit(e.config.workload,
-                                                                         tpot_scale)))
+        solve_ttft([(e.profile, e.profile.pending_ttft(
+            self._tpot_limit(e.config.workload, tpot_scale), self._largest_group(e)))
                     for e in entries if isinstance(e.profile, AggregatedProfile)])
         for e in self.entries:
             if e.drop is not None:
@@ -426,12 +530,23 @@ class CandidateBuilder:
                 dropped.append(Drop(e.config, e.hardware, "network", "", 0.0))
                 continue
             pooled: tuple[float, ...] = ()
+            levels: tuple[tuple[int, Capacity], ...] = ()
             if isinstance(e.profile, PrefillProfile):
                 count = self.problem.pool(e.config.pool).count // e.gpus
                 pooled = tuple(float(x) for x in e.profile.group_rates(ttft_s, count))
+            else:
+                levels = tuple(e.profile.group_capacities(
+                    ttft_s, self._tpot_limit(e.config.workload, tpot_scale),
+                    self._largest_group(e)))
+                pooled = _stepped_group_rates(levels)
             kept.append(Candidate(e.config, e.hardware, e.gpus, e.node_size, e.price, cap,
-                                  e.kv_bytes, e.profile, pooled))
+                                  e.kv_bytes, e.profile, pooled, levels))
         return CandidateSet(tuple(kept), tuple(dropped), len(self.entries))
+
+    def _largest_group(self, e: _Entry) -> int:
+        """The most instances of ``e``'s size its pool holds (the largest group, at most the
+        largest of :data:`GROUP_LEVELS`)."""
+        return min(self.problem.pool(e.config.pool).count // e.gpus, GROUP_LEVELS[-1])
 
     def _ttft_limit(self, workload: str) -> float:
         """The TTFT limit candidates are sized against (``TTFT_MARGIN`` below the SLO's)."""
@@ -440,6 +555,94 @@ class CandidateBuilder:
     def _tpot_limit(self, workload: str, scale: float) -> float:
         """The TPOT limit candidates are sized against (``TPOT_MARGIN`` below the SLO's)."""
         return self.problem.workload(workload).slo.tpot_s * scale * (1.0 - TPOT_MARGIN)
+
+
+def _with_prefix_caching(configs: list[Config], search: SearchSpace,
+                         w: Workload) -> list[Config]:
+    """``configs``, each aggregated or prefill one once per value of ``search.prefix_caching``
+    (decode instances prefill nothing; a workload without a ``prefix`` has nothing to hit, so
+    it keeps caching off)."""
+    values = search.prefix_caching if w.prefix is not None else (False,)
+    if values == (False,):
+        return configs
+    return [replace(cfg, prefix_caching=v) for cfg in configs
+            for v in (values if cfg.role != "decode" else (False,))]
+
+
+def speculative_instance(search: SearchSpace, cm: CostModel, spec_tokens: int,
+                         draft_model: str | None) -> tuple[CostModel, float, float]:
+    """``(cost model, extra weight bytes, extra KV bytes per token)`` per GPU of an instance of
+    ``cm``'s shape running ``spec_tokens`` speculative tokens of ``draft_model``
+    (:class:`~servingcast.costmodel.spec.SpeculativeCostModel` and the draft's
+    :func:`~servingcast.costmodel.spec.draft_memory_extras`); ``(cm, 0, 0)`` when off. For the
+    plan's re-check (:mod:`servingcast.planner.verify`), which rebuilds instances on its own."""
+    spec = search.speculative
+    if spec_tokens <= 0 or draft_model is None or spec is None:
+        return cm, 0.0, 0.0
+    draft = draft_cost_model(cm, draft_model)
+    extra_w, extra_kv = draft_memory_extras(draft, cm.parallel.pp)
+    model = SpeculativeCostModel(cm, SpeculativeDecoding(draft, spec_tokens,
+                                                         spec.acceptance_rate))
+    return model, extra_w, extra_kv
+
+
+def round_robin_router(w: Workload) -> bool:
+    """Whether aggregated groups of ``w`` are exported behind round-robin: every request of
+    one prompt and one output length (the rule of
+    :func:`servingcast.planner.export.default_router`, which ``tests/planner`` checks)."""
+    return isinstance(w.input_len, FixedLength) and isinstance(w.output_len, FixedLength)
+
+
+def _stepped_group_rates(levels: tuple[tuple[int, Capacity], ...]) -> tuple[float, ...]:
+    """``f(n)`` for ``n = 1 …`` the largest level of ``levels`` (:attr:`Candidate.pooled`):
+    ``n`` times the per-instance rate of the largest level at most ``n`` (a lower bound: the
+    rate grows with the group). Empty when no level beyond the first serves more per
+    instance."""
+    if len(levels) < 2:
+        return ()
+    out = []
+    j = 0
+    for n in range(1, levels[-1][0] + 1):
+        while j + 1 < len(levels) and levels[j + 1][0] <= n:
+            j += 1
+        out.append(n * levels[j][1].rate_per_s)
+    return tuple(out)
+
+
+def _with_speculative(configs: list[Config], search: SearchSpace) -> list[Config]:
+    """``configs``, and each decode or aggregated one once more per speculative token count
+    ``k > 0`` of ``search.speculative`` (``k = 0`` is the configuration as it is)."""
+    spec = search.speculative
+    if spec is None:
+        return configs
+    out: list[Config] = []
+    for cfg in configs:
+        for k in search.spec_tokens if cfg.role != "prefill" else (0,):
+            out.append(cfg if k == 0 else
+                       replace(cfg, spec_tokens=k, draft_model=spec.draft_model))
+    return out
+
+
+def _dep_configs(workload: str, pool: str, search: SearchSpace,
+                 tps: tuple[int, ...]) -> list[list[Config]]:
+    """Decode configurations with attention data-parallel ranks, one list per shape.
+
+    For each ``N > 1`` of ``search.attention_dp`` and ``tp`` of the search: ``pp = 1``,
+    ``ep = N tp`` (experts over every GPU of the engine) and the engine's limits ``N`` times
+    each searched per-rank cap (decode: the budget equals the cap). Decode engines only: the
+    prefill and aggregated profiles model one prompt in prefill per engine at a time, which a
+    DEP engine of ``N`` schedulers does not match.
+    """
+    out = []
+    for ranks in search.attention_dp:
+        if ranks <= 1:
+            continue
+        for tp in tps:
+            out.append([Config(workload, pool, "decode", tp, 1, ranks * tp, ranks * s, ranks * k,
+                               attn_dp=ranks)
+                        for s, k in _limits("decode", search.max_num_seqs,
+                                            search.max_num_batched_tokens)])
+    return out
 
 
 def _limits(role: Role, seqs: tuple[int, ...], budgets: tuple[int, ...]) -> list[tuple[int, int]]:

@@ -320,7 +320,7 @@ def _n(value: float | None, digits: int = 1) -> str:
 def compare_table(c: Comparison) -> str:
     """The side-by-side table, best first (``*``), then prices and the reasons of rows without
     a plan."""
-    from servingcast.planner.report import _table
+    from servingcast._text import table as _table
 
     multi = len(c.workloads) > 1
     headers = ["", "hardware", "mode", "GPUs", "$/GPU-h", "$/h", "req/s",

@@ -1,24 +1,26 @@
 """What ``servingcast-solve --output DIR`` writes, as data first and files last.
 
 :func:`to_scenario` turns a plan into a simulator scenario (``servingcast-simulate`` checks the
-plan at its planned load); :func:`render_outputs` renders every output file to bytes without
-touching the disk. Writing them is the CLI's job, through :func:`servingcast._output.write_outputs`
-(no overwrite unless asked; all files or none).
+plan at its planned load) through :func:`groups_scenario`, which builds it from engine groups
+(:class:`servingcast.groups.EngineGroup`) alone, as the refinement does for its trials;
+:func:`render_outputs` renders every output file to bytes without touching the disk. Writing
+them is the CLI's job, through :func:`servingcast._output.write_outputs` (no overwrite unless
+asked; all files or none).
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from servingcast.errors import ConfigError
+from servingcast.groups import ROLES, EngineGroup, Part, unique_labels
 from servingcast.planner.pareto import pareto_csv, pareto_json, pareto_png
-from servingcast.planner.plan import InstanceGroup, Plan
+from servingcast.planner.plan import Plan
 from servingcast.planner.problem import Problem, Workload
 from servingcast.workload import FixedLength
 
@@ -33,17 +35,6 @@ OUTPUT_FILES = ("plan.json", "alternatives.json", "pareto.csv", "pareto.png", "s
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:g} ms"
-
-
-def _instance_name(g: InstanceGroup, taken: set[str]) -> str:
-    base = f"{g.role}-{g.pool}-tp{g.tp}" + (f"-pp{g.pp}" if g.pp > 1 else "") + (
-        f"-ep{g.ep}" if g.ep > 1 else "")
-    base = re.sub(r"[^A-Za-z0-9_.\-]", "-", base)
-    name, i = base, 2
-    while name in taken:
-        name, i = f"{base}-{i}", i + 1
-    taken.add(name)
-    return name
 
 
 def _length(dist: Any) -> Any:
@@ -100,36 +91,63 @@ def to_scenario(problem: Problem, plan: Plan, workload: str | None = None,
     if wp is None:
         raise ConfigError(f"no workload {workload!r} in the plan. To fix: use one of {names}")
     groups = list(wp.groups)
-    parts = sorted({"aggregated" if g.role == "aggregated" else "disaggregated" for g in groups})
+    parts: list[Part] = sorted({g.part for g in groups})
     if part is None:
         if len(parts) > 1:
             raise ConfigError(f"workload {workload!r} is served both aggregated and "
                               "disaggregated; a scenario holds one mode. To fix: pass "
                               "part='aggregated' or part='disaggregated'")
         part = parts[0] if parts else "aggregated"
-    groups = [g for g in groups if (g.role == "aggregated") == (part == "aggregated")]
-    rate = wp.aggregated_rate_per_s if part == "aggregated" else wp.disaggregated_rate_per_s
+    mode: Part = "aggregated" if part == "aggregated" else "disaggregated"
+    groups = [g for g in groups if g.part == mode]
+    rate = wp.aggregated_rate_per_s if mode == "aggregated" else wp.disaggregated_rate_per_s
     if not groups or rate <= 0:
         raise ConfigError(f"workload {workload!r} has no {part} groups in the plan")
+    return groups_scenario(problem, workload, mode, groups, rate,
+                           [g.rate_per_instance_per_s * g.count for g in groups])
+
+
+def groups_scenario(problem: Problem, workload: str, part: Part,
+                    groups: Sequence[EngineGroup], rate: float,
+                    planned_per_s: Sequence[float]) -> dict[str, Any]:
+    """The simulator scenario of ``groups`` (one part of ``workload``: its aggregated groups,
+    or its prefill and decode groups) at ``rate`` req/s, as :func:`to_scenario` describes it.
+
+    ``planned_per_s[i]`` is the req/s the plan gives group ``i`` (its routing ``weight`` when
+    its role has several groups). The scenario's groups are named by
+    :func:`servingcast.groups.unique_labels` and keep the order of ``groups``, so instance
+    ``i`` of the simulation belongs to ``groups[group_of_instances(counts)[i]]``.
+    """
+    if len(planned_per_s) != len(groups):
+        raise ConfigError(f"{len(groups)} groups but {len(planned_per_s)} planned rates")
+    wrong = [g.role for g in groups if g.part != part]
+    if wrong or not groups:
+        raise ConfigError(f"workload {workload!r}: the {part} part cannot hold "
+                          f"{', '.join(wrong) or 'no'} groups")
     w = problem.workload(workload)
     search = problem.search
-    taken: set[str] = set()
-    entries = [{
-        "name": _instance_name(g, taken), "count": g.count, "hardware": g.hardware,
+    entries: list[dict[str, Any]] = [{
+        "name": name, "count": g.count, "hardware": g.hardware,
         "role": g.role, "tp": g.tp, "pp": g.pp, "ep": g.ep, "max_num_seqs": g.max_num_seqs,
         "max_num_batched_tokens": g.max_num_batched_tokens,
         "enable_chunked_prefill": g.enable_chunked_prefill, "block_size": search.block_size,
         "gpu_memory_utilization": search.gpu_memory_utilization,
-        "enable_prefix_caching": False,
-    } for g in groups]
+        "enable_prefix_caching": g.prefix_caching,
+    } for g, name in zip(groups, unique_labels(groups), strict=True)]
+    for entry, g in zip(entries, groups, strict=True):
+        if g.attn_dp > 1:  # DEP: the scenario's limits are each attention rank's
+            entry.update(attn_dp=g.attn_dp, max_num_seqs=g.rank_max_num_seqs,
+                         max_num_batched_tokens=g.rank_max_num_batched_tokens)
+        speculative = _speculative(problem, g)
+        if speculative is not None:
+            entry["speculative"] = speculative
     # The plan splits each role's traffic between its groups by capacity: when a role has
     # several groups, the scenario's gateway does the same (weights = planned req/s).
-    for role in ("aggregated", "prefill", "decode"):
+    for role in ROLES:
         members = [i for i, g in enumerate(groups) if g.role == role]
         if len(members) > 1:
             for i in members:
-                g = groups[i]
-                entries[i]["weight"] = round(max(g.rate_per_instance_per_s * g.count, 1e-6), 6)
+                entries[i]["weight"] = round(max(planned_per_s[i], 1e-6), 6)
     lo, hi = SCENARIO_REQUESTS
     scenario: dict[str, Any] = {"model": w.model, "precision": w.precision}
     if w.kv_cache_dtype is not None:
@@ -161,10 +179,24 @@ def to_scenario(problem: Problem, plan: Plan, workload: str | None = None,
         "input_len": _length(w.input_len),
         "output_len": _length(w.output_len),
     }
+    if w.prefix is not None:  # shared prefixes / sessions: what prefix caching hits
+        scenario["workload"]["prefix"] = w.prefix.model_dump(mode="json")
     scenario["slo"] = {"ttft": _ms(w.slo.ttft_s), "tpot": _ms(w.slo.tpot_s),
                        "attainment": w.slo.attainment}
     scenario["seed"] = 0
     return scenario
+
+
+def _speculative(problem: Problem, g: EngineGroup) -> dict[str, Any] | None:
+    """The ``speculative`` section of group ``g``'s scenario entry (None when it does not
+    speculate): its draft (a catalog model or ``mtp``), tokens and the problem's acceptance
+    rate. Each group carries its own, so a part whose groups speculate differently — or not at
+    all — is simulated as planned."""
+    spec = problem.search.speculative
+    if g.role == "prefill" or g.spec_tokens <= 0 or g.draft_model is None or spec is None:
+        return None
+    return {"draft_model": g.draft_model, "acceptance_rate": spec.acceptance_rate,
+            "num_speculative_tokens": g.spec_tokens}
 
 
 #: Renders one part of a plan (workload, mode, rate, whether the workload has both modes) as

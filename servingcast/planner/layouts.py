@@ -9,7 +9,9 @@ instances of candidate ``a``; or ``n_p`` prefill instances of ``p`` and ``n_d`` 
 of ``d``; or all three (mixed). Notation of :mod:`servingcast.planner.milp`: ``μ_c`` capacity
 (req/s), ``g_c`` GPUs per instance, ``f_p(n)`` the pooled capacity of ``n`` prefill instances
 (:meth:`Candidate.group_rate`, exact at every ``n``), ``G_q`` the GPUs of pool ``q``, ``d`` the
-demand (none when maximized), ``Z = F / B`` the fabric's limit on the disaggregated rate::
+demand (none when maximized), ``Z = F / B`` the fabric's limit on the disaggregated rate.
+Aggregated and decode groups are counted at ``n μ_c``, a lower bound of their group capacity
+(their batches swing less in a group, queueing item 10, which the MILP counts)::
 
     aggregated      x = min(d, n_a μ_a)
     disaggregated   z = min(d, f_p(n_p), n_d μ_d, Z),   x = z
@@ -353,7 +355,7 @@ def layout_figures(layout: Layout) -> LayoutFigures:
             continue
         u = min(1.0, rate_of[role] / capacity[role]) if capacity[role] > 1e-9 else 0.0
         load = u * c.group_rate(n) / n
-        op = c.profile.at_rate(load)
+        op = c.profile.at_rate(load, n)
         if op.tpot_mean_s is not None:
             means.append((op.tpot_mean_s * 1e3, load * n))
         if op.tpot_s is not None:

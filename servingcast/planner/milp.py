@@ -37,15 +37,18 @@ Constraints::
        sizes divide each other — 1, 2, 4 on 8-GPU nodes — they pack onto any whole nodes and
        constraint 1 implies 2, which is then left out)
     3. served_rate_eq_parts[w]        x_w = a_w + z_w
-    4. aggregated_rate_le_capacity[w] a_w ≤ Σ_{c∈A_w} μ_c n_c
+    4. aggregated_rate_le_capacity[w] a_w ≤ Σ_{c∈A_w} f_c(n_c)
     5. disaggregated_rate_le_prefill_capacity[w]  z_w ≤ Σ_{c∈P_w} f_c(n_c)
-       disaggregated_rate_le_decode_capacity[w]   z_w ≤ Σ_{c∈D_w} μ_c n_c   (the P:D ratio)
-       where f_c(n) is the pooled capacity of a group of n prefill instances behind one router
-       (candidates' ``pooled``: more than n μ_c, since the group shares one queue), made linear
-       with one binary per group-size level l ∈ L_c and a continuous extra e past it::
-         prefill_one_level[c]           Σ_l δ_{c,l} ≤ 1
-         prefill_count_eq_level[c]      n_c = Σ_l (l δ_{c,l} + e_{c,l})
-         prefill_extra_le_width[c,l]    e_{c,l} ≤ (l⁺ − l) δ_{c,l}   (l⁺ the next level)
+       disaggregated_rate_le_decode_capacity[w]   z_w ≤ Σ_{c∈D_w} f_c(n_c)   (the P:D ratio)
+       where f_c(n) is the capacity of a group of n instances behind one router (candidates'
+       ``pooled``: more than n μ_c — a prefill group shares one queue, a decode or aggregated
+       group's batches swing less; f_c(n) = μ_c n when the candidate has no ``pooled``, and for
+       decode and aggregated candidates in a MILP of ``POOL_ALL_ROLES_BELOW`` candidates or
+       more), made
+       linear with one binary per group-size level l ∈ L_c and a continuous extra e past it::
+         pool_one_level[c]              Σ_l δ_{c,l} ≤ 1
+         pool_count_eq_level[c]         n_c = Σ_l (l δ_{c,l} + e_{c,l})
+         pool_extra_le_width[c,l]       e_{c,l} ≤ (l⁺ − l) δ_{c,l}   (l⁺ the next level)
          f_c(n_c) ≥ Σ_l (f_c(l) δ_{c,l} + s_{c,l} e_{c,l})
          with s_{c,l} = min_{l<n≤l⁺} (f(n) − f(l)) / (n − l)
        (exact at the levels, a lower bound between them)
@@ -76,6 +79,7 @@ from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondi
 from pyomo.contrib.solver.solvers.highs import Highs
 
 from servingcast.errors import SolverError
+from servingcast.groups import ROLES
 from servingcast.planner.candidates import LARGE_MILP, Candidate
 from servingcast.planner.plan import Plan, SolverReport, SolveStatus
 from servingcast.planner.problem import Problem
@@ -201,17 +205,25 @@ def add_rate_split(m: pyo.ConcreteModel) -> None:
 
 
 def _capacity(m: pyo.ConcreteModel, cands: dict[str, Candidate], w: str, role: str) -> Any:
-    return sum(c.rate * m.instances[k] for k, c in cands.items()
-               if c.config.workload == w and c.config.role == role)
+    """``Σ_{c∈R_w} f_c(n_c)`` over the candidates of workload ``w`` and ``role``: the pooled
+    expression of those with one (:func:`add_pooled_capacity`), ``μ_c n_c`` for the others."""
+    return sum(m.pooled_capacity[k] if k in m.pooled_capacity else c.rate * m.instances[k]
+               for k, c in cands.items() if c.config.workload == w and c.config.role == role)
 
 
-#: Group sizes with a binary each in the pooled prefill capacity (constraint 5): every size up
-#: to 8, then a coarser grid; between two levels the capacity is bounded below by a line.
+#: Group sizes with a binary each in a pooled capacity (constraints 4-5): every size up to 8,
+#: then a coarser grid; between two levels the capacity is bounded below by a line.
 POOL_LEVELS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64)
 
 
+#: MILPs of fewer candidates pool decode and aggregated groups too (constraints 4-5); larger
+#: ones count them at ``n μ_c`` (the 1 024-GPU multi-model problem, 97 candidates, took about
+#: 55 s to plan with them pooled and 3 s without, on a busy 2-core machine).
+POOL_ALL_ROLES_BELOW = 64
+
+
 def pooled_segments(c: Candidate, max_count: int) -> list[tuple[int, int, float, float]]:
-    """``(l, l⁺ − l, f(l), s_l)`` for each level of candidate ``c`` (constraint 5), for groups of
+    """``(l, l⁺ − l, f(l), s_l)`` for each level of candidate ``c`` (constraints 4-5), for groups of
     at most ``max_count`` instances."""
     exact = len(c.pooled)
     if exact == 0 or max_count <= 0:
@@ -229,33 +241,35 @@ def pooled_segments(c: Candidate, max_count: int) -> list[tuple[int, int, float,
     return out
 
 
-def add_pooled_prefill(m: pyo.ConcreteModel, cands: dict[str, Candidate],
-                       most: dict[str, int]) -> None:
-    """5. The pooled prefill capacity ``f_c(n_c)`` of each prefill candidate (module docstring),
-    as the expression ``prefill_capacity[c]``, for groups of at most ``most[c]``."""
-    segments = {k: pooled_segments(c, most[k])
-                for k, c in cands.items() if c.config.role == "prefill"}
+def add_pooled_capacity(m: pyo.ConcreteModel, cands: dict[str, Candidate],
+                        most: dict[str, int], roles: tuple[str, ...] = ROLES) -> None:
+    """4-5. The pooled capacity ``f_c(n_c)`` of each candidate of ``roles`` with one (module
+    docstring), as the expression ``pooled_capacity[c]``, for groups of at most ``most[c]``;
+    the other candidates count ``μ_c n_c``, a lower bound."""
+    segments = {k: segs for k, c in cands.items()
+                if c.config.role in roles and (segs := pooled_segments(c, most[k]))}
     index = [(k, level) for k, segs in segments.items() for level, *_ in segs]
     m.PL = pyo.Set(initialize=index, dimen=2, ordered=True)
-    m.prefill_level = pyo.Var(m.PL, domain=pyo.Binary)
-    m.prefill_extra = pyo.Var(m.PL, domain=pyo.NonNegativeReals)
+    m.pool_level = pyo.Var(m.PL, domain=pyo.Binary)
+    m.pool_extra = pyo.Var(m.PL, domain=pyo.NonNegativeReals)
     by_key = {k: {seg[0]: seg for seg in segs} for k, segs in segments.items()}
-    m.prefill_one_level = pyo.Constraint(
-        list(segments), rule=lambda _, k: sum(m.prefill_level[k, lv] for lv in by_key[k]) <= 1)
-    m.prefill_count_eq_level = pyo.Constraint(
+    m.pool_one_level = pyo.Constraint(
+        list(segments), rule=lambda _, k: sum(m.pool_level[k, lv] for lv in by_key[k]) <= 1)
+    m.pool_count_eq_level = pyo.Constraint(
         list(segments), rule=lambda _, k: m.instances[k] == sum(
-            lv * m.prefill_level[k, lv] + m.prefill_extra[k, lv] for lv in by_key[k]))
-    m.prefill_extra_le_width = pyo.Constraint(
-        m.PL, rule=lambda _, k, lv: m.prefill_extra[k, lv]
-        <= by_key[k][lv][1] * m.prefill_level[k, lv])
-    m.prefill_capacity = pyo.Expression(
+            lv * m.pool_level[k, lv] + m.pool_extra[k, lv] for lv in by_key[k]))
+    m.pool_extra_le_width = pyo.Constraint(
+        m.PL, rule=lambda _, k, lv: m.pool_extra[k, lv]
+        <= by_key[k][lv][1] * m.pool_level[k, lv])
+    m.pooled_capacity = pyo.Expression(
         list(segments), rule=lambda _, k: sum(
-            by_key[k][lv][2] * m.prefill_level[k, lv] + by_key[k][lv][3] * m.prefill_extra[k, lv]
+            by_key[k][lv][2] * m.pool_level[k, lv] + by_key[k][lv][3] * m.pool_extra[k, lv]
             for lv in by_key[k]))
 
 
 def add_aggregated_capacity(m: pyo.ConcreteModel, cands: dict[str, Candidate]) -> None:
-    """4. ``aggregated_rate_le_capacity[w]: a_w ≤ Σ_{c∈A_w} μ_c n_c``."""
+    """4. ``aggregated_rate_le_capacity[w]: a_w ≤ Σ_{c∈A_w} f_c(n_c)`` (after
+    :func:`add_pooled_capacity`)."""
     m.aggregated_rate_le_capacity = pyo.Constraint(
         m.W, rule=lambda _, w: m.aggregated_rate[w] <= _capacity(m, cands, w, "aggregated"))
 
@@ -264,16 +278,12 @@ def add_disaggregated_capacity(m: pyo.ConcreteModel, cands: dict[str, Candidate]
     """5. The disaggregated rate is bounded by both phases (this sets the P:D ratio)::
 
         disaggregated_rate_le_prefill_capacity[w]:  z_w ≤ Σ_{c∈P_w} f_c(n_c)
-        disaggregated_rate_le_decode_capacity[w]:   z_w ≤ Σ_{c∈D_w} μ_c n_c
+        disaggregated_rate_le_decode_capacity[w]:   z_w ≤ Σ_{c∈D_w} f_c(n_c)
 
-    (``f_c`` from :func:`add_pooled_prefill`, which must be added first.)
+    (``f_c`` from :func:`add_pooled_capacity`, which must be added first.)
     """
-    def prefill(_: Any, w: str) -> Any:
-        return m.disaggregated_rate[w] <= sum(
-            m.prefill_capacity[k] for k, c in cands.items()
-            if c.config.workload == w and c.config.role == "prefill")
-
-    m.disaggregated_rate_le_prefill_capacity = pyo.Constraint(m.W, rule=prefill)
+    m.disaggregated_rate_le_prefill_capacity = pyo.Constraint(
+        m.W, rule=lambda _, w: m.disaggregated_rate[w] <= _capacity(m, cands, w, "prefill"))
     m.disaggregated_rate_le_decode_capacity = pyo.Constraint(
         m.W, rule=lambda _, w: m.disaggregated_rate[w] <= _capacity(m, cands, w, "decode"))
 
@@ -346,8 +356,12 @@ def build_model(problem: Problem, candidates: Sequence[Candidate],
     add_gpu_budget(m, cands, problem)
     add_whole_nodes(m, cands, problem)
     add_rate_split(m)
+    # Past POOL_ALL_ROLES_BELOW candidates only prefill groups are pooled (where pooling gains
+    # the most): every pooled candidate adds a binary per group size, and decode and aggregated
+    # groups gain a few percent per instance (queueing item 10), which n μ_c leaves as headroom.
+    add_pooled_capacity(m, cands, most,
+                        ROLES if len(cands) < POOL_ALL_ROLES_BELOW else ("prefill",))
     add_aggregated_capacity(m, cands)
-    add_pooled_prefill(m, cands, most)
     add_disaggregated_capacity(m, cands)
     add_kv_fabric(m, cands, problem)
     add_demand(m, problem)

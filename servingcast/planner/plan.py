@@ -7,10 +7,13 @@ and seconds in the solver report.
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+
+from servingcast.groups import EngineGroup, stable_dump
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -52,30 +55,25 @@ class SolverReport(BaseModel):
     constraints: int = 0
 
 
-class InstanceGroup(BaseModel):
-    """``count`` identical instances of one configuration, and their predicted behaviour.
+class InstanceGroup(EngineGroup):
+    """``count`` identical instances of one configuration (an :class:`EngineGroup`), and their
+    predicted behaviour.
 
-    ``rate_per_instance_per_s`` is the planned load of each instance (``utilization`` times its
-    capacity); ``batch`` the mean number of decoding requests there; ``ttft_ms`` and ``tpot_ms``
-    the predicted values at the attainment quantile, ``tpot_mean_ms`` the mean TPOT.
+    ``name`` is the candidate's key (:func:`servingcast.groups.group_name`); ``gpus`` those of
+    the whole group. ``rate_per_instance_per_s`` is the planned load of each instance
+    (``utilization`` times its capacity); ``batch`` the mean number of decoding requests there;
+    ``ttft_ms`` and ``tpot_ms`` the predicted values at the attainment quantile, ``tpot_mean_ms``
+    the mean TPOT.
+
+    ``plan.json`` keeps its fields and their order; the engine-group fields it did not have
+    (``prefix_caching``, ``spec_tokens``, ``draft_model``, ``dp``, ``engine``) are written only
+    when they differ from their defaults, so older plans load and read the same.
     """
 
     model_config = _FROZEN
 
     name: str
-    workload: str
-    pool: str
-    hardware: str
-    role: Literal["aggregated", "prefill", "decode"]
-    count: int
-    tp: int
-    pp: int
-    ep: int
-    gpus_per_instance: int
     gpus: int
-    max_num_seqs: int
-    max_num_batched_tokens: int
-    enable_chunked_prefill: bool
     capacity_per_instance_per_s: float
     rate_per_instance_per_s: float
     utilization: float
@@ -85,6 +83,27 @@ class InstanceGroup(BaseModel):
     tpot_mean_ms: float | None
     limited_by: str
     cost_per_hour: float | None
+
+    @model_serializer(mode="wrap")
+    def _plan_json_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return stable_dump(InstanceGroup, handler(self), _PLAN_GROUP_FIELDS)
+
+
+#: The fields of a plan's group, in ``plan.json``'s order.
+_PLAN_GROUP_FIELDS = (
+    "name", "workload", "pool", "hardware", "role", "count", "tp", "pp", "ep",
+    "gpus_per_instance", "gpus", "max_num_seqs", "max_num_batched_tokens",
+    "enable_chunked_prefill", "capacity_per_instance_per_s", "rate_per_instance_per_s",
+    "utilization", "batch", "ttft_ms", "tpot_ms", "tpot_mean_ms", "limited_by", "cost_per_hour")
+
+
+def pd_ratio(prefill: int, decode: int) -> str | None:
+    """``"2:3"``, prefill to decode instances reduced by their gcd (:attr:`WorkloadPlan.pd_ratio`);
+    None without disaggregated instances."""
+    if prefill == 0 and decode == 0:
+        return None
+    g = math.gcd(prefill, decode) or 1
+    return f"{prefill // g}:{decode // g}"
 
 
 class WorkloadPlan(BaseModel):

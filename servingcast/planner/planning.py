@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,6 +30,9 @@ from servingcast.planner.pareto import DEFAULT_FACTORS, DEFAULT_TTFT_FACTORS, Pa
 from servingcast.planner.plan import Plan, SolveStatus
 from servingcast.planner.problem import Problem
 from servingcast.planner.verify import verify_plan
+
+if TYPE_CHECKING:
+    from servingcast.planner.milp import PlanModel
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
@@ -168,7 +172,7 @@ def _solve_candidates(problem: Problem, candidates: Sequence[Candidate], time_li
     from servingcast.planner.milp import build_model, extract_plan, solve_model
 
     t0 = time.perf_counter()
-    pm = build_model(problem, candidates)
+    pm = with_headroom(build_model(problem, candidates))
     t1 = time.perf_counter()
     report = solve_model(pm, time_limit_s, mip_gap, progress, patience_s, PATIENT_GAP)
     t2 = time.perf_counter()
@@ -178,6 +182,16 @@ def _solve_candidates(problem: Problem, candidates: Sequence[Candidate], time_li
     if not report.status.has_solution:
         return None, report.status, t1 - t0, t2 - t1
     return extract_plan(pm, report, label), report.status, t1 - t0, t2 - t1
+
+
+def with_headroom(pm: PlanModel) -> PlanModel:
+    """``pm`` with the N+1 constraints (:mod:`servingcast.planner.headroom`) when its problem
+    asks for ``headroom: n_plus_one``."""
+    if pm.problem.headroom == "n_plus_one":
+        from servingcast.planner.headroom import add_n_plus_one
+
+        add_n_plus_one(pm)
+    return pm
 
 
 def _checked(problem: Problem, plan: Plan) -> Plan:
@@ -201,6 +215,24 @@ def _explain_infeasible_demands(problem: Problem, candidates: Sequence[Candidate
         plan, _, _, _ = _solve_candidates(single, own, time_limit_s, mip_gap, "alone")
         alone[w.name] = plan.served_rate_per_s if plan else 0.0
     return explain_demands(problem, served, alone)
+
+
+def _explain_infeasible_headroom(problem: Problem, candidates: Sequence[Candidate],
+                                 time_limit_s: float, mip_gap: float) -> str:
+    """Why no plan keeps every demand met with one node lost: the plan without headroom, if
+    there is one, and what it would need."""
+    plain = problem.model_copy(update={"headroom": "none"})
+    plan, _, _, _ = _solve_candidates(plain, candidates, time_limit_s, mip_gap, "plain")
+    if plan is None:
+        return ("the demands cannot be met even without headroom: "
+                + _explain_infeasible_demands(plain, candidates, time_limit_s, mip_gap))
+    pools = ", ".join(f"{p.name}: {p.nodes} node(s) of {p.node_size} GPUs" for p in problem.pools)
+    used = ", ".join(f"{name}: {gpus} GPUs" for name, gpus in plan.gpus_used.items() if gpus)
+    return ("headroom n_plus_one: no plan meets every demand with any one node lost. Without "
+            f"headroom the demands need {used} ({pools}); with it, each configuration gets "
+            "nodes of its own and the instances left after losing the busiest node must still "
+            "carry the demand. To fix: add nodes to a pool (a pool of one node cannot survive "
+            "losing it), or remove headroom")
 
 
 def _explain_nothing_served(problem: Problem, pruned: CandidateSet) -> str:
@@ -261,6 +293,9 @@ def solve(problem: Problem, *, top_k: int = 3, time_limit_s: float = 60.0,
                                                        time_limit_s, mip_gap, "best", say,
                                                        patience_s)
     t_solved = time.perf_counter()
+    if status == SolveStatus.INFEASIBLE and problem.headroom == "n_plus_one":
+        raise InfeasibleError(_explain_infeasible_headroom(problem, pruned.candidates,
+                                                           time_limit_s, mip_gap))
     if status == SolveStatus.INFEASIBLE:
         raise InfeasibleError(_explain_infeasible_demands(problem, pruned.candidates,
                                                           time_limit_s, mip_gap))
@@ -369,7 +404,7 @@ def _alternatives(problem: Problem, cset: CandidateSet, best: Plan, top_k: int,
     if top_k <= 1:
         return ()
     keyset = prune_dominated(cset, by_parallelism=True)
-    pm = build_model(problem, keyset.candidates, alternatives=True)
+    pm = with_headroom(build_model(problem, keyset.candidates, alternatives=True))
     exclude_plan(pm, [g.name for g in best.groups])
     out: list[Plan] = []
     for i in range(top_k - 1):

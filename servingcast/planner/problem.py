@@ -18,6 +18,18 @@ A problem is plain, frozen data (``problems/*.yaml``, or built in code)::
     compare: {hardware: [h100-sxm, mi300x], price_per_gpu_hour: {mi300x: 2.5}}  # optional
     engine: vllm                                   # sglang, trtllm (servingcast.engines)
 
+A workload may carry a ``prefix:`` as a scenario's does (:data:`servingcast.workload.Prefix`:
+``system_prompt``, ``sessions``, ``agentic``): its prompts then include the shared prefix or the
+conversation so far, its ``demand`` counts requests (turns), and ``search.prefix_caching:
+[false, true]`` lets the planner turn prefix caching on where it pays
+(:mod:`servingcast.planner.prefix_caching`).
+
+A workload's ``demand_profile: {period: 1 h, rates: [...]}`` (or ``trace: file.csv``) gives its
+demand per period (its ``demand`` defaults to the peak); with ``objective: min_cost`` the day is
+planned by :mod:`servingcast.planner.periods` under ``fleet: fixed`` (default) or ``buy_once``.
+``headroom: n_plus_one`` keeps every demand met with any one node lost
+(:mod:`servingcast.planner.headroom`).
+
 Durations and bandwidths need units (``'1000 ms'``, ``'1 s'``, ``'400 Gb/s'``): a bare number is
 rejected. Names of hardware, models and precisions are checked against the catalogs when the
 problem is validated; cross-field rules (unique names, whole nodes, a search space the pools can
@@ -26,7 +38,9 @@ hold, prices for cost objectives) are checked by :func:`problem_issues`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -52,10 +66,12 @@ from servingcast.planner.lengths import Length
 from servingcast.specs.catalog import get_hardware, get_model
 from servingcast.specs.hardware import HardwareSpec
 from servingcast.specs.precision import get_precision
-from servingcast.units import parse_bandwidth, parse_duration
+from servingcast.units import Bandwidth as UnitBandwidth
+from servingcast.units import Limit
+from servingcast.units import limit_s as _duration_s
+from servingcast.workload import Prefix
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
-_HAS_UNIT = re.compile(r"[A-Za-zµ]\s*(/\s*[A-Za-z]+)?\s*$")
 
 #: Most GPUs one pool may hold (beyond any real fleet; keeps the MILP's sizes sane).
 MAX_POOL_GPUS = 1_000_000
@@ -64,6 +80,10 @@ MAX_DEMAND_PER_S = 1e6
 
 Mode = Literal["aggregated", "disaggregated"]
 Objective = Literal["max_goodput", "min_cost", "max_goodput_per_dollar"]
+#: With demand profiles: the pools are owned (``fixed``) or bought once for the day (``buy_once``).
+Fleet = Literal["fixed", "buy_once"]
+#: ``n_plus_one``: the plan still meets every demand with any one node of any pool lost.
+Headroom = Literal["none", "n_plus_one"]
 
 
 @functools.lru_cache(maxsize=128)
@@ -73,34 +93,6 @@ def _hardware(name: str) -> HardwareSpec:
 
 def _custom(message: str) -> PydanticCustomError:
     return PydanticCustomError("servingcast", message)
-
-
-def _duration_s(value: Any) -> float:
-    """A duration with a unit (``'500 ms'``, ``'1 s'``) in seconds, > 0."""
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise _custom(
-            f"{value!r} has no unit. To fix: write the limit with a unit, e.g. '500 ms' or '1 s'")
-    if not _HAS_UNIT.search(value):
-        raise _custom(f"{value!r} has no unit. To fix: write e.g. '{value.strip()} ms'")
-    try:
-        seconds = parse_duration(value)
-    except ConfigError as exc:
-        raise _custom(str(exc)) from None
-    if seconds <= 0:
-        raise _custom(f"a limit must be > 0, got {value!r}. To fix: e.g. '500 ms'")
-    return seconds
-
-
-def _bandwidth_bytes_s(value: Any) -> float | None:
-    """A bandwidth with a unit (``'400 Gb/s'``, ``'50 GB/s'``) in bytes/s."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise _custom(f"{value!r} has no unit. To fix: write e.g. '400 Gb/s' or '50 GB/s'")
-    try:
-        return parse_bandwidth(value, require_unit=True)
-    except ConfigError as exc:
-        raise _custom(str(exc)) from None
 
 
 def _rate_per_s(value: Any) -> float | None:
@@ -132,13 +124,11 @@ def _rate_per_s(value: Any) -> float | None:
     return number
 
 
-#: Seconds, written with a unit (``'500 ms'``); dumped back with one, so problems round-trip.
-Duration = Annotated[float, BeforeValidator(_duration_s),
-                     PlainSerializer(lambda s: f"{s * 1e3:.12g} ms", return_type=str)]
-#: Bytes/s, written with a unit (``'400 Gb/s'``).
-Bandwidth = Annotated[float | None, BeforeValidator(_bandwidth_bytes_s),
-                      PlainSerializer(lambda b: None if b is None else f"{b / 1e9:.12g} GB/s",
-                                      return_type=str | None)]
+#: Seconds > 0, written with a unit (``'500 ms'``); dumped back with one, so problems
+#: round-trip (:data:`servingcast.units.Limit`).
+Duration = Limit
+#: Bytes/s, written with a unit (``'400 Gb/s'``), or None (:data:`servingcast.units.Bandwidth`).
+Bandwidth = UnitBandwidth | None
 #: Requests/s, or None for ``maximize``.
 Demand = Annotated[float | None, BeforeValidator(_rate_per_s),
                    PlainSerializer(lambda r: "maximize" if r is None else r,
@@ -239,6 +229,127 @@ class SLO(BaseModel):
     attainment: float = Field(0.9, gt=0.0, lt=1.0)
 
 
+#: Most periods a demand profile may have (a week of minutes is 10,080; beyond that the MILP of
+#: :mod:`servingcast.planner.periods` grows past what HiGHS solves in seconds).
+MAX_PERIODS = 1000
+#: How ``demand_profile.period`` may be set at most: a day (the reports are per day).
+MAX_PERIOD_S = 86_400.0
+
+
+def _profile_rate(value: Any) -> float:
+    """One rate of a demand profile: like a demand (``'12 req/s'``, ``12.5``), but 0 is allowed
+    (a quiet hour) and ``maximize`` is not."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+        return 0.0
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([-+0-9.eE]+)\s*(req\s*/\s*(s|min|h))?\s*", value.lower())
+        with contextlib.suppress(ValueError):
+            if match is not None and float(match.group(1)) == 0:
+                return 0.0
+    rate = _rate_per_s(value)
+    if rate is None:
+        raise _custom("'maximize' is not a rate: every period of a profile needs a rate. "
+                      "To fix: write e.g. '12 req/s' (or 0 for an idle period)")
+    return rate
+
+
+def _trace_rates(path: Path, period_s: float) -> tuple[float, ...]:
+    """The mean arrival rate (req/s) of each ``period_s`` window of a trace file (the replay
+    format, :func:`servingcast._workload_files.read_trace`), windows counted from t = 0 up to
+    the window holding the last arrival."""
+    resolved = path.resolve()
+    try:
+        stamp = resolved.stat().st_mtime_ns
+    except OSError:
+        stamp = 0  # read_trace says the file is missing
+    return _trace_rates_cached(str(resolved), stamp, period_s)
+
+
+@functools.lru_cache(maxsize=16)
+def _trace_rates_cached(path_text: str, stamp: int, period_s: float) -> tuple[float, ...]:
+    from servingcast._workload_files import read_trace
+
+    path = Path(path_text)
+    arrivals = read_trace(path)["arrival_time"]
+    periods = int(arrivals[-1] // period_s) + 1
+    if periods > MAX_PERIODS:
+        raise ConfigError(f"{path}: the trace spans {periods:,} periods of {period_s:g} s, more "
+                          f"than the {MAX_PERIODS:,} a profile may have. To fix: use a longer "
+                          "period")
+    counts = [0] * periods
+    for t in arrivals:
+        counts[int(t // period_s)] += 1
+    return tuple(n / period_s for n in counts)
+
+
+class DemandProfile(BaseModel):
+    """A workload's demand over time: ``rates`` (req/s, one per ``period``) or a ``trace``
+    (the replay CSV/JSONL format; its arrivals counted per period). Planned by
+    :mod:`servingcast.planner.periods`."""
+
+    model_config = _FROZEN
+
+    period_s: Duration = Field(3600.0, alias="period")
+    rates_per_s: tuple[Annotated[float, BeforeValidator(_profile_rate)], ...] = Field(
+        (), alias="rates")
+    trace: str | None = Field(None, description="a trace file; its arrivals give the rates")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rates_from_trace(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("trace"), str):
+            return data
+        base = (info.context or {}).get("base_dir")
+        path = Path(base) / data["trace"] if base is not None else Path(data["trace"])
+        try:
+            period_s = _duration_s(data.get("period", "1 h"))
+        except PydanticCustomError:
+            return data  # the period's own error is reported
+        try:
+            rates = _trace_rates(path, period_s)
+        except ConfigError as exc:
+            raise _custom(str(exc).replace("the scenario file's folder",
+                                           "the problem file's folder")) from None
+        given = data.get("rates")
+        if given is not None:
+            try:
+                same = (len(given) == len(rates) and all(
+                    math.isclose(_profile_rate(a), b, rel_tol=1e-9, abs_tol=1e-12)
+                    for a, b in zip(given, rates, strict=True)))
+            except (PydanticCustomError, TypeError):
+                same = False
+            if not same:
+                raise _custom("both rates and a trace are given, and they differ. To fix: "
+                              "remove rates (the trace's arrivals per period give them)")
+        return {**data, "trace": str(path.resolve()), "rates": list(rates)}
+
+    @model_validator(mode="after")
+    def _some_periods(self) -> DemandProfile:
+        if not self.rates_per_s:
+            raise _custom("a demand profile needs rates or a trace. To fix: e.g. rates: "
+                          "['4 req/s', '12 req/s', ...] (one per period), or trace: file.csv")
+        if len(self.rates_per_s) > MAX_PERIODS:
+            raise _custom(f"{len(self.rates_per_s):,} periods, more than the {MAX_PERIODS:,} a "
+                          "profile may have. To fix: use a longer period")
+        if self.period_s > MAX_PERIOD_S:
+            raise _custom(f"a period of {self.period_s:g} s is longer than a day. To fix: e.g. "
+                          "period: 1 h")
+        if max(self.rates_per_s) <= 0:
+            raise _custom("every rate of the profile is 0. To fix: give the rates of the busy "
+                          "periods")
+        return self
+
+    @property
+    def peak_per_s(self) -> float:
+        """The highest rate of the profile, req/s."""
+        return max(self.rates_per_s)
+
+    @property
+    def period_h(self) -> float:
+        """One period in hours."""
+        return self.period_s / 3600.0
+
+
 class Workload(BaseModel):
     """One model served to one stream of requests."""
 
@@ -253,6 +364,60 @@ class Workload(BaseModel):
     demand_per_s: Demand = Field(None, alias="demand")
     weight: float = Field(1.0, gt=0, description="weight of this workload's req/s in goodput")
     slo: SLO
+    demand_profile: DemandProfile | None = Field(
+        None, description="the demand per period (servingcast.planner.periods); the demand "
+        "defaults to its peak")
+    prefix: Prefix | None = Field(
+        None, description="shared prefixes, as in a scenario's workload: {kind: system_prompt, "
+        "num_groups: 4, length: 1000}, {kind: sessions, turns: 4} or {kind: agentic, turns: 8, "
+        "tool_time: '2 s'}; demand stays in requests (turns) per second")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _demand_is_profile_peak(cls, data: Any, info: ValidationInfo) -> Any:
+        # A workload with a profile and no demand has the profile's peak as its demand (the
+        # single-period plan is the peak-provisioned one); a demand given with a profile must
+        # be that peak. Rates that do not parse are left to the profile's own errors.
+        if not isinstance(data, dict) or not isinstance(data.get("demand_profile"), dict):
+            return data
+        profile = data["demand_profile"]
+        rates = profile.get("rates")
+        if isinstance(profile.get("trace"), str) and rates is None:
+            base = (info.context or {}).get("base_dir")
+            path = Path(base) / profile["trace"] if base is not None else Path(profile["trace"])
+            try:
+                rates = _trace_rates(path, _duration_s(profile.get("period", "1 h")))
+            except (ConfigError, PydanticCustomError):
+                return data  # reported by the profile's own validation
+        if not isinstance(rates, (list, tuple)) or not rates:
+            return data
+        try:
+            peak = max(_profile_rate(r) for r in rates)
+        except (PydanticCustomError, TypeError):
+            return data
+        if peak <= 0:
+            return data
+        given = data.get("demand")
+        if given is None:
+            return {**data, "demand": peak}
+        try:
+            rate = _rate_per_s(given)
+        except PydanticCustomError:
+            return data
+        if rate is None or not math.isclose(rate, peak, rel_tol=1e-9):
+            raise _custom(f"demand {given!r} is not the peak of demand_profile ({peak:g} req/s). "
+                          "To fix: remove demand (it defaults to the profile's peak)")
+        return data
+
+    @model_serializer(mode="wrap")
+    def _without_profile(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A workload without a profile dumps (and fingerprints) as it did before profiles.
+        data = handler(self)
+        if isinstance(data, dict) and self.demand_profile is None:
+            data.pop("demand_profile", None)
+        if isinstance(data, dict) and self.prefix is None:  # likewise without a prefix
+            data.pop("prefix", None)
+        return data
 
     @field_validator("model")
     @classmethod
@@ -292,6 +457,41 @@ class Workload(BaseModel):
         return self.demand_per_s is None
 
 
+class SpeculativeSearch(BaseModel):
+    """Speculative decoding as a planner decision (``search.speculative``): decode and
+    aggregated instances are tried with each ``num_speculative_tokens`` ``k`` (0: off) of
+    ``draft_model`` — a catalog model sharing the target's vocabulary (``llama-3.2-1b`` for
+    Llama-3 targets), or ``mtp`` for the target's own multi-token-prediction layers
+    (DeepSeek-V3) — each speculative token accepted with probability ``acceptance_rate`` (what
+    you measured for your traffic; :mod:`servingcast.costmodel.spec` has the maths)."""
+
+    model_config = _FROZEN
+
+    draft_model: str
+    acceptance_rate: float = Field(gt=0.0, le=1.0,
+                                   description="per-token acceptance rate, e.g. 0.7")
+    num_speculative_tokens: tuple[int, ...] = Field((0, 2, 4), min_length=1)
+
+    @field_validator("draft_model")
+    @classmethod
+    def _known_draft(cls, value: str) -> str:
+        if value.strip().lower() == "mtp":
+            return "mtp"
+        try:
+            return get_model(value).name
+        except ConfigError as exc:
+            raise _custom(f"{exc} To fix: name a catalog model as the draft, or 'mtp' for the "
+                          "target's own MTP layers") from None
+
+    @field_validator("num_speculative_tokens")
+    @classmethod
+    def _tokens(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if min(value) < 0 or max(value) > 16:
+            raise _custom(f"every value must be in 0..16 (0: off), got {list(value)}. To fix: "
+                          "e.g. [0, 2, 4]")
+        return tuple(sorted(set(value)))
+
+
 class SearchSpace(BaseModel):
     """Which deployments the planner may consider. Every list is a set of allowed values.
 
@@ -311,8 +511,40 @@ class SearchSpace(BaseModel):
     max_num_batched_tokens: tuple[int, ...] = (512, 2048, 8192)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     block_size: int = Field(16, ge=1)
+    speculative: SpeculativeSearch | None = Field(
+        None, description="try speculative decoding: {draft_model: llama-3.2-1b | mtp, "
+        "acceptance_rate: 0.7, num_speculative_tokens: [0, 2, 4]}")
+    prefix_caching: tuple[bool, ...] = Field(
+        (False,), min_length=1, description="automatic prefix caching off and/or on: [false, "
+        "true] lets the planner choose (only workloads with a prefix gain from it)")
+    attention_dp: tuple[int, ...] = Field(
+        (1,), description="attention data-parallel ranks per decode engine, experts "
+        "expert-parallel over all attention_dp x tp GPUs (DEP; MoE models only): [1, 8, 16] "
+        "lets the planner choose; 1 is the plain layout. max_num_seqs values are per rank")
 
-    @field_validator("tp", "pp", "ep", "max_num_seqs", "max_num_batched_tokens")
+    @model_serializer(mode="wrap")
+    def _without_speculative(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A search without speculative decoding dumps (and fingerprints) as it did before it.
+        data = handler(self)
+        if isinstance(data, dict) and self.speculative is None:
+            data.pop("speculative", None)
+        if isinstance(data, dict) and self.prefix_caching == (False,):  # likewise, caching off
+            data.pop("prefix_caching", None)
+        if isinstance(data, dict) and self.attention_dp == (1,):  # likewise, no DEP
+            data.pop("attention_dp", None)
+        return data
+
+    @field_validator("prefix_caching")
+    @classmethod
+    def _unique_caching(cls, value: tuple[bool, ...]) -> tuple[bool, ...]:
+        return tuple(v for v in (False, True) if v in value)
+
+    @property
+    def spec_tokens(self) -> tuple[int, ...]:
+        """The speculative token counts to try (``(0,)``: speculative decoding off)."""
+        return (0,) if self.speculative is None else self.speculative.num_speculative_tokens
+
+    @field_validator("tp", "pp", "ep", "max_num_seqs", "max_num_batched_tokens", "attention_dp")
     @classmethod
     def _positive_unique(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
         if value is None:
@@ -409,6 +641,11 @@ class Problem(BaseModel):
         VllmEngine(), description="the serving engine every instance runs: vllm, sglang or "
         "trtllm (or {kind: trtllm, capacity_scheduler: max_utilization}); exported scenarios "
         "carry it")
+    fleet: Fleet = Field(
+        "fixed", description="with demand profiles: fixed (the pools are owned; each period uses "
+        "what it needs) or buy_once (buy the GPUs once for the day, fewest dollars per day)")
+    headroom: Headroom = Field(
+        "none", description="n_plus_one: every demand still met with any one node lost")
 
     @model_serializer(mode="wrap")
     def _without_empty_compare(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -420,6 +657,10 @@ class Problem(BaseModel):
                 data.pop("compare", None)
             if self.engine == VllmEngine():
                 data.pop("engine", None)
+            if self.fleet == "fixed":
+                data.pop("fleet", None)
+            if self.headroom == "none":
+                data.pop("headroom", None)
         return data
 
     def pool(self, name: str) -> Pool:
@@ -479,6 +720,11 @@ def problem_issues(problem: Problem) -> list[tuple[tuple[str | int, ...], str]]:
             issues.append((("workloads", i, "output_len"),
                            "one output token has no TPOT (the first token comes from prefill). "
                            "To fix: use output_len >= 2"))
+    issues += _profile_issues(problem)
+    if problem.headroom == "n_plus_one" and problem.objective != "min_cost":
+        issues.append((("headroom",), f"headroom n_plus_one keeps every demand met with one node "
+                       f"lost, and the objective is {problem.objective}. To fix: set objective: "
+                       "min_cost and give every workload a demand"))
     largest = max(p.count for p in problem.pools)
     biggest = max(problem.pools, key=lambda p: p.count)
     search = problem.search
@@ -498,6 +744,91 @@ def problem_issues(problem: Problem) -> list[tuple[tuple[str | int, ...], str]]:
                                f"ep={e} divides no allowed tp ({list(tps)}): experts are split ep "
                                "ways inside a tp group. To fix: allow a tp that ep divides"))
                 break
+    issues += _speculative_issues(problem)
+    issues += _attention_dp_issues(problem)
+    return issues
+
+
+def _attention_dp_issues(problem: Problem) -> list[tuple[tuple[str | int, ...], str]]:
+    """``search.attention_dp`` (DEP): decode engines of MoE models, on disaggregated plans."""
+    search = problem.search
+    ranks = [n for n in search.attention_dp if n > 1]
+    if not ranks:
+        return []
+    loc: tuple[str | int, ...] = ("search", "attention_dp")
+    for w in problem.workloads:
+        if get_model(w.model).moe is None:
+            return [(loc, f"attention_dp {ranks} spreads experts over the ranks, and "
+                     f"{w.model} (workload {w.name!r}) is dense. To fix: remove attention_dp "
+                     "(or set it to [1]), or plan a mixture-of-experts model")]
+    if "disaggregated" not in search.modes:
+        return [(loc, f"attention_dp {ranks} applies to decode engines, and search.modes is "
+                 f"{list(search.modes)}. To fix: add disaggregated to search.modes")]
+    largest = max(p.count for p in problem.pools)
+    smallest = min(ranks) * min(_tp_choices(problem))
+    if smallest > largest:
+        return [(loc, f"attention_dp={min(ranks)} x tp={min(_tp_choices(problem))} needs "
+                 f"{smallest} GPUs per engine, the largest pool has {largest}. To fix: lower "
+                 "attention_dp or add GPUs")]
+    return []
+
+
+def _speculative_issues(problem: Problem) -> list[tuple[tuple[str | int, ...], str]]:
+    """``search.speculative``: the draft shares each workload model's vocabulary (it proposes
+    the target's tokens), or the models have MTP layers for ``draft_model: mtp``."""
+    spec = problem.search.speculative
+    if spec is None:
+        return []
+    loc: tuple[str | int, ...] = ("search", "speculative", "draft_model")
+    for w in problem.workloads:
+        target = get_model(w.model)
+        if spec.draft_model == "mtp":
+            if target.mtp_layers < 1:
+                return [(loc, f"draft_model mtp needs multi-token-prediction layers, and "
+                         f"{target.name} (workload {w.name!r}) has none. To fix: use a separate "
+                         "draft model of the same vocabulary, or a model with MTP (deepseek-v3)")]
+            continue
+        draft = get_model(spec.draft_model)
+        if draft.vocab_size != target.vocab_size:
+            return [(loc, f"the draft {draft.name} has a vocabulary of {draft.vocab_size:,} "
+                     f"tokens, {target.name} (workload {w.name!r}) of {target.vocab_size:,}: a "
+                     "draft must propose the target's tokens. To fix: use a draft of the same "
+                     "family (llama-3.2-1b for Llama-3.1 targets), or 'mtp' for MTP models")]
+        if draft.name == target.name:
+            return [(loc, f"the draft is the target itself ({target.name}, workload {w.name!r}); "
+                     "it would save nothing. To fix: use a smaller model of the same family")]
+    return []
+
+
+def _profile_issues(problem: Problem) -> list[tuple[tuple[str | int, ...], str]]:
+    """Demand profiles: ``min_cost`` only, every profile with the same periods, and ``fleet:
+    buy_once`` only with a profile."""
+    issues: list[tuple[tuple[str | int, ...], str]] = []
+    profiled = [(i, w) for i, w in enumerate(problem.workloads) if w.demand_profile is not None]
+    if not profiled:
+        if problem.fleet != "fixed":
+            issues.append((("fleet",), f"fleet {problem.fleet} plans a day of demand profiles, "
+                           "and no workload has a demand_profile. To fix: give a workload a "
+                           "demand_profile, or remove fleet"))
+        return issues
+    if problem.objective != "min_cost":
+        i, _ = profiled[0]
+        issues.append((("workloads", i, "demand_profile"),
+                       f"a demand profile is planned at least cost per day, and the objective "
+                       f"is {problem.objective}. To fix: set objective: min_cost"))
+    i0, w0 = profiled[0]
+    first = w0.demand_profile
+    assert first is not None
+    for i, w in profiled[1:]:
+        profile = w.demand_profile
+        assert profile is not None
+        if (len(profile.rates_per_s) != len(first.rates_per_s)
+                or not math.isclose(profile.period_s, first.period_s)):
+            issues.append((("workloads", i, "demand_profile"),
+                           f"{len(profile.rates_per_s)} periods of {profile.period_s:g} s, but "
+                           f"workloads[{i0}] ({w0.name}) has {len(first.rates_per_s)} of "
+                           f"{first.period_s:g} s. To fix: give every profile the same period "
+                           "and number of rates"))
     return issues
 
 

@@ -124,6 +124,30 @@ waits before its service starts.
    On a Llama-3.1-70B tp2 H200 engine at 65 % prefill load (1024-token prompts) the mean is
    224 ms against the simulator's 223 ms, where the M/G/1 token queue of item 2 gives 203 ms.
    It holds while the batch stays within the token budget; above, the M/G/1 queue is used.
+
+10. **Groups of decoding instances** (decode or aggregated instances, ``k`` of one configuration
+    behind one router; an **approximation**). Least-outstanding routing is join-the-shortest-
+    queue on the requests in flight: it keeps the instances within about a request of each
+    other, so in heavy traffic the vector of their batches collapses onto its total (state-space
+    collapse: Foschini & Salz, "A basic dynamic routing problem and diffusion", IEEE Trans.
+    Commun. 26, 1978; Reiman, "Some diffusion approximations with state space collapse", 1984).
+    The total is one pooled system of ``k`` times the load, whose batch variance is ``k`` times
+    an instance's (item 5 scales with the mean), and each instance holds ``1/k`` of it::
+
+        Var(b_i) ≈ Var(b) / k       (least-outstanding)
+
+    Round-robin sends every ``k``-th arrival to an instance: a renewal stream whose squared
+    coefficient of variation is ``c_a² = 1/k`` (Erlang-``k`` gaps). An infinite-server queue fed
+    by it has the peakedness ``z = 1 + (c_a² - 1) η``, ``η = 1/2`` for exponential times in
+    service and 1 for fixed ones (Whitt, "Heavy-traffic approximations for service systems with
+    blocking", AT&T Bell Labs Tech. J. 63, 1984); we take ``η = 1/2``, the smaller gain::
+
+        Var(b_i) ≈ Var(b) (1 + 1/k) / 2       (round-robin)
+
+    The spread of the batch quantile ``b_q - b`` (item 5, with its knee and prefill-noise
+    terms) is multiplied by the square root (:func:`group_spread_factor`); what does not pool —
+    an aggregated instance's own prefill stalls in its TPOT — keeps its full size. The
+    simulator checks it (``tests/planner/test_queueing.py``).
 """
 
 from __future__ import annotations
@@ -244,6 +268,15 @@ def occupancy_quantile(mean_occupancy: npt.ArrayLike, quantile: float,
     return np.where(e > 0, m + NormalDist().inv_cdf(quantile) * spread, np.inf)
 
 
+def group_spread_factor(count: npt.ArrayLike, round_robin: bool = False) -> FloatArray:
+    """``√(Var(b_i) / Var(b))`` of item 10: how much narrower the batch of one of ``count``
+    instances behind one router swings than that of an instance alone — ``1 / √k`` with
+    least-outstanding routing, ``√((1 + 1/k) / 2)`` with round-robin (1 for ``k = 1``)."""
+    k = np.maximum(np.asarray(count, dtype=np.float64), 1.0)
+    share = (1.0 + 1.0 / k) / 2.0 if round_robin else 1.0 / k
+    return np.asarray(np.sqrt(share), dtype=np.float64)
+
+
 def lifetime_spread(elasticity: npt.ArrayLike) -> FloatArray:
     """``√g(ε)``: the spread of the batch a request sees *on average over its life*, relative to
     the batch's own (item 5). The batch relaxes to ``b*`` with time constant
@@ -262,13 +295,26 @@ def lifetime_spread(elasticity: npt.ArrayLike) -> FloatArray:
     return np.asarray(np.sqrt(np.clip(g, 0.0, 1.0)), dtype=np.float64)
 
 
+#: The span of :func:`rate_elasticity`'s difference: ``b (1 ± δ)``.
+ELASTICITY_SPAN = 0.01
+
+
 def rate_elasticity(batch: npt.ArrayLike, rate: npt.ArrayLike) -> FloatArray:
-    """``d ln λ / d ln b`` along a grid of batches and their steady-state rates (item 5)."""
+    """``d ln λ / d ln b`` along a grid of batches and their steady-state rates (item 5), as
+    the difference over ``b (1 ± δ)`` (``δ`` = :data:`ELASTICITY_SPAN`, ``ln λ`` interpolated
+    linearly in ``ln b``; one-sided at the grid's ends): the diffusion's drift is a slope over
+    the batch's swing, not between neighbouring whole batches, where an engine whose step
+    grows in whole rows per rank (attention data-parallel ranks) has a staircase."""
     b = np.asarray(batch, dtype=np.float64)
     lam = np.asarray(rate, dtype=np.float64)
     if b.size < 2:
         return np.ones_like(b)
-    return np.asarray(np.gradient(np.log(lam), np.log(b)), dtype=np.float64)
+    log_b, log_lam = np.log(b), np.log(lam)
+    lo = np.maximum(log_b + math.log(1.0 - ELASTICITY_SPAN), log_b[0])
+    hi = np.minimum(log_b + math.log(1.0 + ELASTICITY_SPAN), log_b[-1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = (np.interp(hi, log_b, log_lam) - np.interp(lo, log_b, log_lam)) / (hi - lo)
+    return np.asarray(np.where(hi > lo, slope, 1.0), dtype=np.float64)
 
 
 #: Servers times elements :func:`erlang_c` works on at once (a block of its rows).

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from servingcast._text import table
 from servingcast.planner.lengths import describe_length
 from servingcast.planner.plan import Plan, WorkloadPlan
 from servingcast.planner.problem import Problem
@@ -13,17 +14,6 @@ from servingcast.planner.problem import Problem
 if TYPE_CHECKING:
     from servingcast.planner.pareto import ParetoPoint
     from servingcast.planner.planning import PlanningResult
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool],
-           indent: str = "  ") -> list[str]:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return indent + "  ".join(c.rjust(w) if r else c.ljust(w)
-                                  for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
-
-    return [line(headers)] + [line(r) for r in rows]
 
 
 def _n(value: float | None, digits: int = 1) -> str:
@@ -41,7 +31,8 @@ def _groups_text(plan: Plan) -> str:
         for g in wp.groups:
             par = f"tp{g.tp}" + (f"pp{g.pp}" if g.pp > 1 else "") + (
                 f"ep{g.ep}" if g.ep > 1 else "")
-            groups.append(f"{g.count}x {g.role} {par} ({g.pool})")
+            spec = "" if g.spec_tokens <= 0 else f" {_speculative(g.spec_tokens, g.draft_model)}"
+            groups.append(f"{g.count}x {g.role} {par}{spec} ({g.pool})")
         text = ", ".join(groups) or "nothing"
         parts.append(f"{wp.name}: {text}" if len(plan.workloads) > 1 else text)
     return "; ".join(parts)
@@ -71,7 +62,17 @@ def _workload_block(problem: Problem, wp: WorkloadPlan) -> list[str]:
              _n(g.rate_per_instance_per_s, 2), f"{g.utilization * 100:.0f}%", _n(g.ttft_ms),
              _n(g.tpot_ms, 2), g.limited_by] for g in wp.groups]
     right = [False, False, False] + [True] * 11 + [False]
-    return lines + _table(headers, rows, right, indent="    ")
+    spec = problem.search.speculative
+    notes = [f"    speculative decoding: {g.count}x {g.role} tp{g.tp} on {g.pool}, "
+             f"{_speculative(g.spec_tokens, g.draft_model)}"
+             + (f" at {spec.acceptance_rate:g} acceptance" if spec is not None else "")
+             for g in wp.groups if g.spec_tokens > 0]
+    return lines + table(headers, rows, right, indent="    ") + notes
+
+
+def _speculative(k: int, draft: str | None) -> str:
+    """``spec k=2 (llama-3.2-1b)`` or ``spec k=1 (MTP)``."""
+    return f"spec k={k} ({'MTP' if draft == 'mtp' else draft})"
 
 
 def _plans_table(plans: Sequence[tuple[str, Plan]], chosen: Plan) -> list[str]:
@@ -84,7 +85,7 @@ def _plans_table(plans: Sequence[tuple[str, Plan]], chosen: Plan) -> list[str]:
         rows.append([mark, label, p.mode, _n(p.served_rate_per_s, 2),
                      _n(p.output_tokens_per_s, 0), _n(p.tokens_per_s_per_gpu, 0),
                      str(p.total_gpus), _cost(p), ratio, _groups_text(p)])
-    return _table(headers, rows, [False, False, False, True, True, True, True, True, True, False])
+    return table(headers, rows, [False, False, False, True, True, True, True, True, True, False])
 
 
 #: Most TPOT limits per workload in the report's Pareto table (every n-th limit beyond).
@@ -116,7 +117,7 @@ def pareto_table(points: Sequence[ParetoPoint]) -> list[str]:
         own = next((p.tpot_limit_ms for p in mine if p.tpot_factor == 1.0), levels[0])
         step = math.ceil(len(levels) / PARETO_ROWS)
         kept = {v for i, v in enumerate(levels) if (i - levels.index(own)) % step == 0}
-        table = []
+        body = []
         for (limit, _), cells in sorted(rows.items()):
             chosen = any(p.chosen for p in cells.values())
             if limit not in kept and not chosen:
@@ -127,11 +128,11 @@ def pareto_table(points: Sequence[ParetoPoint]) -> list[str]:
                 row.append("" if cell is None else (
                     f"{'*' if cell.on_frontier else ' '} {_n(cell.tokens_per_s_per_gpu, 0)} @ "
                     f"{_n(cell.tokens_per_s_per_user)}"))
-            table.append(row)
+            body.append(row)
         every = f", one in {step}" if step > 1 else ""
         out += [f"  {name + ': ' if name else ''}{len(kept)} of {len(levels)} TPOT limits{every}"]
-        out += _table(["", "TPOT limit (ms)", *modes], table, [False, True] + [True] * len(modes),
-                      indent="    ")
+        out += table(["", "TPOT limit (ms)", *modes], body, [False, True] + [True] * len(modes),
+                     indent="    ")
     return out
 
 

@@ -113,7 +113,8 @@ def parts(plan: Plan) -> list[tuple[str, str, float]]:
 
 def request_count(scenario_data: dict[str, Any], rate: float) -> tuple[int, bool]:
     """``(N, short)`` for a run at ``rate`` (module docstring)."""
-    concurrent = sum(g["count"] * g["max_num_seqs"] for g in scenario_data["instance_groups"])
+    concurrent = sum(g["count"] * g["max_num_seqs"] * g.get("attn_dp", 1)  # DEP: per rank
+                     for g in scenario_data["instance_groups"])
     want = max(WINDOW_S * rate, HOLD * concurrent, MIN_REQUESTS)
     n = int(min(MAX_REQUESTS, math.ceil(want)))
     return n, n < HOLD * concurrent

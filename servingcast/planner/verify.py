@@ -34,7 +34,7 @@ from servingcast.costmodel.batch import Batch, BatchStats
 from servingcast.costmodel.comm import kv_transfer_s
 from servingcast.costmodel.memory import kv_bytes_per_token, max_batch_size, memory_plan
 from servingcast.costmodel.parallel import Parallelism
-from servingcast.costmodel.spec import pipelined_step_s
+from servingcast.costmodel.spec import micro_batches, pipelined_step_s
 from servingcast.costmodel.steady import (
     FloatArray,
     add_stats,
@@ -43,12 +43,19 @@ from servingcast.costmodel.steady import (
     iteration_cadence_s,
 )
 from servingcast.costmodel.step import CostModel
-from servingcast.planner.candidates import precision_of
-from servingcast.planner.capacity import Shape, shape_of
+from servingcast.planner.candidates import precision_of, round_robin_router, speculative_instance
+from servingcast.planner.capacity import (
+    Shape,
+    batched_prefill,
+    batched_prefill_costs,
+    batches_within_budget,
+    shape_of,
+)
 from servingcast.planner.plan import InstanceGroup, Plan
 from servingcast.planner.problem import Pool, Problem, Workload
 from servingcast.planner.queueing import (
     gated_batch_ttft_quantile_s,
+    group_spread_factor,
     lifetime_spread,
     occupancy_quantile,
     ttft_quantile_s,
@@ -80,7 +87,7 @@ def nodes_needed(pool: Pool, sizes: list[tuple[int, int]]) -> int:
 
 def _cm(w: Workload, pool: Pool, g: InstanceGroup) -> CostModel:
     return CostModel(get_model(w.model), pool.spec, precision_of(w),
-                     Parallelism(tp=g.tp, pp=g.pp, ep=g.ep))
+                     Parallelism(tp=g.tp, pp=g.pp, ep=g.ep, attn_dp=g.attn_dp))
 
 
 def _densities(cm: CostModel, shape: Shape, rate: float, tau: FloatArray,
@@ -90,7 +97,7 @@ def _densities(cm: CostModel, shape: Shape, rate: float, tau: FloatArray,
     pp = cm.parallel.pp
     window = cm.model.sliding_window
     b = rate * shape.decode_steps * tau
-    micro = np.minimum(float(pp), np.maximum(b, 1.0))
+    micro = micro_batches(pp, b)
     beta = b / micro
     decode = decode_batch_stats(beta, shape.decode_context, window)
     if budget is None:
@@ -235,10 +242,14 @@ def prefill_service_s(cm: CostModel, shape: Shape, chunk_tokens: int) -> np.ndar
 def _check_group(problem: Problem, w: Workload, g: InstanceGroup, tol: float) -> list[str]:
     pool = problem.pool(g.pool)
     cm = _cm(w, pool, g)
-    shape = shape_of(w, problem.engine)
     search = problem.search
-    mem = memory_plan(cm, search.gpu_memory_utilization, g.max_num_batched_tokens,
-                      g.max_num_seqs, search.block_size)
+    # With prefix caching, the prompts' uncached parts (their cached context is not re-costed
+    # here) and the warm cache's resident KV are the planner's (planner.prefix_caching).
+    shape = shape_of(w, problem.engine, g.prefix_caching, search.block_size,
+                     g.role == "prefill")
+    cm, extra_w, extra_kv = speculative_instance(search, cm, g.spec_tokens, g.draft_model)
+    mem = memory_plan(cm, search.gpu_memory_utilization, g.rank_max_num_batched_tokens,
+                      g.rank_max_num_seqs, search.block_size, extra_w, extra_kv)
     lam = g.rate_per_instance_per_s
     where = f"{w.name}: {g.count}x {g.role} tp={g.tp} pp={g.pp} on {g.hardware}"
     errors = []
@@ -252,9 +263,22 @@ def _check_group(problem: Problem, w: Workload, g: InstanceGroup, tol: float) ->
         if max_batch_size(mem, int(shape.input_points.max())) < 1:
             errors.append(f"{where}: a prompt does not fit the KV cache")
         service = prefill_service_s(cm, shape, g.max_num_batched_tokens)
-        # The group's pooled queue: count servers sharing its traffic.
+        # The group's pooled queue: count servers sharing its traffic; or, when prompts
+        # batch, each instance's gated batches at its share, whichever is shorter (as the
+        # planner: capacity.PrefillProfile).
         ttft = ttft_quantile_s(shape.quantile, g.count, lam * g.count,
                                float(service.mean()), float((service**2).mean()), service)
+        batched = batched_prefill(shape, g.max_num_batched_tokens, g.max_num_seqs, g.pp)
+        if batched is not None:
+            length, many = batched
+            one, full = (cm.step(Batch.of(prefill=[(length, 0)] * m)).latency_s
+                         for m in (1, many))
+            a, kappa = batched_prefill_costs(one, full, length, many)
+            if kappa > 0.0 and batches_within_budget(
+                    np.array([lam]), a, kappa, shape, g.max_num_batched_tokens)[0]:
+                ttft = min(ttft, float(gated_batch_ttft_quantile_s(
+                    shape.quantile, lam, a, kappa * shape.input_mean,
+                    kappa**2 * shape.input_sq_mean, service)))
         if ttft > ttft_limit:
             errors.append(f"{where}: TTFT p{shape.quantile * 100:g} {ttft * 1e3:.1f} ms > "
                           f"{w.slo.ttft_s * 1e3:.1f} ms at {lam:.4g} req/s")
@@ -276,6 +300,9 @@ def _check_group(problem: Problem, w: Workload, g: InstanceGroup, tol: float) ->
             noise = 0.5 * (b * kappa / (shape.decode_steps * tau_dec)) ** 2 * (
                 shape.input_sq_mean)
         bq = float(occupancy_quantile(b, shape.quantile, elasticity, noise))
+        # One of count instances behind one router swings less (queueing item 10).
+        spread = group_spread_factor(g.count, g.role == "aggregated" and round_robin_router(w))
+        bq = b + float(spread) * (bq - b)
         if not math.isfinite(bq):
             return [*errors, f"{where}: at {lam:.4g} req/s the batch has no stable size"]
         seen = b + (bq - b) * float(lifetime_spread(elasticity))  # the batch over a life

@@ -5,68 +5,75 @@ A :class:`Deployment` carries no prediction; it is the decision only. This modul
 a deployment against the pools (GPUs and whole nodes, the same rules as the MILP's constraints
 1–2, recomputed here) and vLLM's engine rule (``max_num_batched_tokens >= max_num_seqs``), and
 turns one part of a workload (its aggregated groups, or its prefill and decode groups) into a
-simulator scenario through the planner's own :func:`servingcast.planner.to_scenario`, so the
-scenario written for the refined plan is exactly the one that was simulated.
+simulator scenario through the planner's own
+:func:`servingcast.planner.export.groups_scenario` (which :func:`servingcast.planner.to_scenario`
+calls too), so the scenario written for the refined plan is exactly the one that was simulated.
+A trial's groups are :class:`~servingcast.groups.EngineGroup` s, named by the same grammar.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
-from servingcast.planner.plan import InstanceGroup, Plan, SolverReport, SolveStatus, WorkloadPlan
+from servingcast.groups import (
+    ROLES,
+    EngineGroup,
+    Part,
+    Role,
+    group_label,
+    stable_dump,
+    unique_labels,
+)
+from servingcast.planner.plan import InstanceGroup, Plan
 from servingcast.planner.problem import Problem
 from servingcast.planner.verify import nodes_needed
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
-Role = Literal["aggregated", "prefill", "decode"]
-Part = Literal["aggregated", "disaggregated"]
-ROLES: tuple[Role, ...] = ("aggregated", "prefill", "decode")
+__all__ = ["ROLES", "ROUTERS", "Deployment", "GroupSetting", "Part", "Role", "WorkloadSetting"]
+
 #: The routers a trial may pick, the planner's scenario default first.
 ROUTERS = ("least_outstanding", "round_robin", "least_kv_load", "power_of_two")
 
 
-class GroupSetting(BaseModel):
-    """``count`` instances of one configuration (``slot`` names it in the search space)."""
+class GroupSetting(EngineGroup):
+    """An :class:`~servingcast.groups.EngineGroup` in a trial: its search ``slot`` (the group's
+    :func:`~servingcast.groups.group_label` in the plan it came from) and the planner's
+    capacity of one instance."""
 
     model_config = _FROZEN
 
     slot: str
-    pool: str
-    hardware: str
-    role: Role
-    tp: int
-    pp: int
-    ep: int
-    gpus_per_instance: int
-    count: int
-    max_num_seqs: int
-    max_num_batched_tokens: int
-    enable_chunked_prefill: bool
     capacity_per_instance_per_s: float = 0.0
     """The planner's req/s of one instance: a group's share of its role's traffic, when a role
     has several groups, is ``count × capacity`` (the exported scenario's routing weight)."""
-
-    @property
-    def part(self) -> Part:
-        """The part of the workload the group belongs to."""
-        return "aggregated" if self.role == "aggregated" else "disaggregated"
 
     @property
     def gpus(self) -> int:
         """GPUs of the whole group."""
         return self.count * self.gpus_per_instance
 
-    def describe(self) -> str:
-        """``2x decode h200-sxm tp4 (seqs 178, tokens 256)``."""
-        par = f"tp{self.tp}" + (f"pp{self.pp}" if self.pp > 1 else "") + (
-            f"ep{self.ep}" if self.ep > 1 else "")
-        return (f"{self.count}x {self.role} {self.hardware} {par} (max_num_seqs "
-                f"{self.max_num_seqs}, max_num_batched_tokens {self.max_num_batched_tokens})")
+    @model_serializer(mode="wrap")
+    def _stable(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Studies and plan.json keep the fields and order they had; ``workload`` is the
+        # enclosing WorkloadSetting's name (filled back in on loading).
+        return stable_dump(GroupSetting, handler(self), _SETTING_FIELDS, omit=("workload",))
+
+
+#: The fields of a stored trial group, in their order.
+_SETTING_FIELDS = (
+    "slot", "pool", "hardware", "role", "tp", "pp", "ep", "gpus_per_instance", "count",
+    "max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill",
+    "capacity_per_instance_per_s")
 
 
 class WorkloadSetting(BaseModel):
@@ -77,6 +84,16 @@ class WorkloadSetting(BaseModel):
     name: str
     router: str
     groups: tuple[GroupSetting, ...]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _groups_workload(cls, data: Any) -> Any:
+        """Groups stored by studies before groups named their workload get this one's."""
+        if isinstance(data, dict) and isinstance(data.get("groups"), (list, tuple)):
+            data = {**data, "groups": [
+                {**g, "workload": data.get("name")} if isinstance(g, dict)
+                and "workload" not in g else g for g in data["groups"]]}
+        return data
 
     def part_groups(self, part: Part) -> tuple[GroupSetting, ...]:
         """The groups of ``part``."""
@@ -119,24 +136,16 @@ class Deployment(BaseModel):
 
 
 def slot_key(role: str, pool: str, tp: int, pp: int, ep: int, occurrence: int = 1) -> str:
-    """``decode-h200-tp4`` (``-2`` for the second group of that configuration in one plan)."""
-    key = f"{role}-{pool}-tp{tp}" + (f"pp{pp}" if pp > 1 else "") + (f"ep{ep}" if ep > 1 else "")
-    key = re.sub(r"[^A-Za-z0-9_.\-]", "-", key)
-    return key if occurrence == 1 else f"{key}-{occurrence}"
+    """The search slot of a shape: its :func:`~servingcast.groups.group_label`."""
+    return group_label(role, pool, tp, pp, ep, occurrence)
 
 
 def plan_slots(plan: Plan, workload: str) -> list[tuple[str, InstanceGroup]]:
-    """The groups of ``workload`` in ``plan`` with their slot keys, in the plan's order."""
-    seen: dict[str, int] = {}
-    out = []
+    """The groups of ``workload`` in ``plan`` with their slot keys
+    (:func:`~servingcast.groups.unique_labels`), in the plan's order."""
     wp = next((w for w in plan.workloads if w.name == workload), None)
-    for g in (wp.groups if wp is not None else ()):
-        if g.count <= 0:
-            continue
-        base = slot_key(g.role, g.pool, g.tp, g.pp, g.ep)
-        seen[base] = seen.get(base, 0) + 1
-        out.append((slot_key(g.role, g.pool, g.tp, g.pp, g.ep, seen[base]), g))
-    return out
+    groups = [g for g in (wp.groups if wp is not None else ()) if g.count > 0]
+    return list(zip(unique_labels(groups), groups, strict=True))
 
 
 def deployment_of(problem: Problem, plan: Plan) -> Deployment:
@@ -146,10 +155,7 @@ def deployment_of(problem: Problem, plan: Plan) -> Deployment:
     workloads = []
     for w in problem.workloads:
         groups = tuple(GroupSetting(
-            slot=key, pool=g.pool, hardware=g.hardware, role=g.role, tp=g.tp, pp=g.pp, ep=g.ep,
-            gpus_per_instance=g.gpus_per_instance, count=g.count, max_num_seqs=g.max_num_seqs,
-            max_num_batched_tokens=g.max_num_batched_tokens,
-            enable_chunked_prefill=g.enable_chunked_prefill,
+            **g.engine_group().model_dump(), slot=key,
             capacity_per_instance_per_s=g.capacity_per_instance_per_s)
             for key, g in plan_slots(plan, w.name))
         # The exported scenario's router; one per workload here, so a plan with disaggregated
@@ -193,46 +199,18 @@ def engine_violation(deployment: Deployment) -> tuple[float, list[str]]:
 
 # -- scenarios ---------------------------------------------------------------------------------
 
-_NO_SOLVER = SolverReport(status=SolveStatus.FEASIBLE, termination="simulated", time_s=0.0,
-                          gap=None, objective=None, objective_bound=None)
-
-
-def _skeleton_group(w: str, g: GroupSetting) -> InstanceGroup:
-    return InstanceGroup(
-        name=f"{w}/{g.slot}", workload=w, pool=g.pool, hardware=g.hardware, role=g.role,
-        count=g.count, tp=g.tp, pp=g.pp, ep=g.ep, gpus_per_instance=g.gpus_per_instance,
-        gpus=g.gpus, max_num_seqs=g.max_num_seqs, max_num_batched_tokens=g.max_num_batched_tokens,
-        enable_chunked_prefill=g.enable_chunked_prefill,
-        capacity_per_instance_per_s=g.capacity_per_instance_per_s,
-        rate_per_instance_per_s=g.capacity_per_instance_per_s, utilization=1.0, batch=0.0,
-        ttft_ms=None, tpot_ms=None, tpot_mean_ms=None, limited_by="", cost_per_hour=None)
-
-
 def part_scenario(problem: Problem, ws: WorkloadSetting, part: Part, rate: float,
                   num_requests: int, seed: int) -> dict[str, Any]:
     """The simulator scenario (as a dict) of one part of a workload at ``rate`` req/s: the
-    planner's :func:`to_scenario` of a plan holding just these groups, with the router, the
-    number of requests and the seed set."""
-    from servingcast.planner.export import to_scenario
+    planner's :func:`~servingcast.planner.export.groups_scenario` of the part's groups (each
+    weighted by its planned ``count × capacity``), with the router, the number of requests and
+    the seed set — the scenario a MILP plan of the same groups exports, so the scenario written
+    for the refined plan is exactly the one that was simulated."""
+    from servingcast.planner.export import groups_scenario
 
-    w = problem.workload(ws.name)
-    groups = tuple(_skeleton_group(ws.name, g) for g in ws.part_groups(part))
-    agg = rate if part == "aggregated" else 0.0
-    wp = WorkloadPlan(
-        name=ws.name, model=w.model, precision=w.precision, input_len_mean=0.0,
-        output_len_mean=0.0, demand_per_s=w.demand_per_s, served_rate_per_s=rate,
-        aggregated_rate_per_s=agg, disaggregated_rate_per_s=rate - agg, input_tokens_per_s=0.0,
-        output_tokens_per_s=0.0, gpus=sum(g.gpus for g in groups), tokens_per_s_per_gpu=0.0,
-        tokens_per_s_per_user=0.0, ttft_ms=None, tpot_ms=None, tpot_mean_ms=None,
-        ttft_limit_ms=w.slo.ttft_s * 1e3, tpot_limit_ms=w.slo.tpot_s * 1e3,
-        attainment=w.slo.attainment, pd_ratio=None, prefill_instances=0, decode_instances=0,
-        kv_transfer_gb_s=0.0, groups=groups)
-    plan = Plan(problem=problem.name, label="trial", status=SolveStatus.FEASIBLE,
-                objective=problem.objective, objective_value=0.0, mode="aggregated",
-                workloads=(wp,), gpus_used={}, gpus_available={}, total_gpus=wp.gpus,
-                cost_per_hour=None, served_rate_per_s=rate, output_tokens_per_s=0.0,
-                tokens_per_s_per_gpu=0.0, solver=_NO_SOLVER)
-    data = to_scenario(problem, plan, ws.name, part)
+    groups = ws.part_groups(part)
+    data = groups_scenario(problem, ws.name, part, groups, rate,
+                           [g.capacity_per_instance_per_s * g.count for g in groups])
     data["router"] = {"kind": ws.router}
     data["workload"] = {**data["workload"], "num_requests": num_requests}
     data["seed"] = seed

@@ -70,10 +70,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from servingcast.groups import group_of_instances
 from servingcast.planner.problem import Problem
 from servingcast.refine.deployment import Deployment, Part, WorkloadSetting, part_scenario
 from servingcast.refine.options import StudySettings
 from servingcast.refine.space import SearchSpace
+from servingcast.sim.metrics import LatencyStats
 
 if TYPE_CHECKING:
     from servingcast.sim.metrics import SimResult
@@ -93,17 +95,6 @@ MAX_FACTOR = 8.0
 WARMUP_FRACTION = 0.25
 
 
-class Latency(BaseModel):
-    """Percentiles in ms (None when no request has the metric)."""
-
-    model_config = _FROZEN
-
-    mean: float | None
-    p50: float | None
-    p90: float | None
-    p99: float | None
-
-
 class SimPoint(BaseModel):
     """One simulation of one part at one rate."""
 
@@ -114,8 +105,8 @@ class SimPoint(BaseModel):
     goodput_per_s: float
     completed: int
     num_requests: int
-    ttft_ms: Latency
-    tpot_ms: Latency
+    ttft_ms: LatencyStats
+    tpot_ms: LatencyStats
     ttft_at_target_ms: float | None
     tpot_at_target_ms: float | None
     output_tokens_per_s: float
@@ -166,8 +157,8 @@ class WorkloadResult(BaseModel):
     parts: tuple[PartResult, ...]
     gpus: int
     attainment: float | None
-    ttft_ms: Latency
-    tpot_ms: Latency
+    ttft_ms: LatencyStats
+    tpot_ms: LatencyStats
     tokens_per_s_per_gpu: float
     tokens_per_s_per_user: float
 
@@ -191,14 +182,6 @@ class Evaluation(BaseModel):
     def workload(self, name: str) -> WorkloadResult:
         """The result of workload ``name``."""
         return next(w for w in self.workloads if w.name == name)
-
-
-def _latency(seconds: np.ndarray) -> Latency:
-    values = seconds[~np.isnan(seconds)] * 1e3
-    if values.size == 0:
-        return Latency(mean=None, p50=None, p90=None, p99=None)
-    p50, p90, p99 = (float(x) for x in np.percentile(values, (50, 90, 99)))
-    return Latency(mean=float(values.mean()), p50=p50, p90=p90, p99=p99)
 
 
 def _at_target(seconds: np.ndarray, fill: float, target: float) -> float | None:
@@ -323,22 +306,25 @@ class Evaluator:
         elif e2e_mean is not None and span < st.e2e_multiple * e2e_mean:
             too_short = (f"the measured window ({span:.1f} s) is under {st.e2e_multiple:g} mean "
                          f"E2E latencies ({e2e_mean:.1f} s)")
-        slot_of = {g.name: groups[i].slot for i, g in enumerate(scenario.instance_groups)}
-        group_of = [slot_of[name.rsplit("/", 1)[0]] for name in req.instance_names]
+        # The scenario keeps the order of ``groups`` (groups_scenario), and the simulator
+        # numbers instances group after group: an index lookup, no name is parsed.
+        slot_of = {sg.name: g.slot for sg, g in zip(scenario.instance_groups, groups,
+                                                     strict=True)}
+        group_of = group_of_instances([g.count for g in scenario.instance_groups])
         share: dict[str, float] = {g.slot: 0.0 for g in groups}
         total = max(n, 1)
         for column, roles in ((req.prefill_instance, ("aggregated", "prefill")),
                               (req.decode_instance, ("decode",))):
             idx, counts = np.unique(column[column >= 0], return_counts=True)
             for i, c in zip(idx.tolist(), counts.tolist(), strict=True):
-                slot = group_of[i]
-                if next(g.role for g in groups if g.slot == slot) in roles:
-                    share[slot] += c / total
+                group = groups[group_of[i]]
+                if group.role in roles:
+                    share[group.slot] += c / total
         return SimPoint(
             rate_per_s=rate, attainment=attainment, goodput_per_s=s.goodput_per_s,
             completed=s.completed, num_requests=s.num_requests,
-            ttft_ms=_latency(np.where(np.isinf(ttft_k), np.nan, ttft_k)),
-            tpot_ms=_latency(np.where(np.isinf(tpot_k), np.nan, tpot_k)),
+            ttft_ms=LatencyStats.of(np.where(np.isinf(ttft_k), np.nan, ttft_k)),
+            tpot_ms=LatencyStats.of(np.where(np.isinf(tpot_k), np.nan, tpot_k)),
             ttft_at_target_ms=_at_target(ttft_k, np.inf, target),
             tpot_at_target_ms=_at_target(tpot_k, 0.0, target),
             output_tokens_per_s=s.output_tokens_per_s, share=share,
@@ -527,12 +513,12 @@ class Evaluator:
             values = [v for v in values if v is not None]
             return max(values) if values else None
 
-        def latency(field: str) -> Latency:
+        def latency(field: str) -> LatencyStats:
             means = [(getattr(pt, field).mean, r) for pt, r in live
                      if getattr(pt, field).mean is not None]
             mean = sum(m * r for m, r in means) / sum(r for _, r in means) if means else None
-            return Latency(mean=mean, p50=worst(field, "p50"), p90=worst(field, "p90"),
-                           p99=worst(field, "p99"))
+            return LatencyStats(mean=mean, p50=worst(field, "p50"), p90=worst(field, "p90"),
+                                p95=worst(field, "p95"), p99=worst(field, "p99"))
 
         tpot = latency("tpot_ms")
         return WorkloadResult(

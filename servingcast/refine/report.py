@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
 from typing import Any, cast
 
+from servingcast._text import table
 from servingcast.planner.export import plan_scenario_files
 from servingcast.refine.deployment import Part, part_scenario
 from servingcast.refine.evaluate import Evaluation
@@ -30,16 +30,6 @@ def _duration(seconds: float | None) -> str:
         return "-"
     minutes, s = divmod(round(seconds), 60)
     return f"{minutes}m{s:02d}s" if minutes else f"{seconds:.1f}s"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-    return [line(headers)] + [line(r) for r in rows]
 
 
 def _worst(ev: Evaluation, field: str, stat: str) -> float | None:
@@ -168,7 +158,7 @@ def format_refinement(r: RefinedResult) -> str:
             rows.append([f"{w.name} rate (req/s)", _n(wp.served_rate_per_s, 2), "-",
                          _n(milp.workload(w.name).served_per_s, 2),
                          _n(ev.workload(w.name).served_per_s, 2)])
-    lines += ["", "Refined plan vs MILP plan"] + _table(headers, rows)
+    lines += ["", "Refined plan vs MILP plan"] + table(headers, rows)
     lines += ["", _gain_text(r)]
     if r.changes:
         lines += ["What changed:"] + [f"  {c}" for c in r.changes]

@@ -10,12 +10,11 @@ same rate (the simulation found no more); ``batch`` is Little's law on the decod
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from servingcast.planner.plan import InstanceGroup, Plan, WorkloadPlan
+from servingcast.planner.plan import InstanceGroup, Plan, WorkloadPlan, pd_ratio
 from servingcast.planner.problem import Problem
 from servingcast.refine.deployment import Deployment, GroupSetting, Part
 from servingcast.refine.evaluate import Evaluation, PartResult, SimPoint
@@ -118,14 +117,6 @@ class RefinedResult(BaseModel):
         return self.deployment != self.milp_deployment
 
 
-def _pd_ratio(prefill: int, decode: int) -> str | None:
-    """``"2:3"`` (reduced), None without disaggregated instances (the planner's notation)."""
-    if prefill == 0 and decode == 0:
-        return None
-    g = math.gcd(prefill, decode) or 1
-    return f"{prefill // g}:{decode // g}"
-
-
 def _ms(value: float | None) -> float | None:
     return None if value is None else float(value)
 
@@ -141,12 +132,7 @@ def _group(problem: Problem, w: str, g: GroupSetting, part: PartResult | None, s
              if tpot_mean is not None and g.role != "prefill" else 0.0)
     price = problem.pool(g.pool).price
     return InstanceGroup(
-        name=f"{w}/{g.pool}/{g.role}/tp{g.tp}-pp{g.pp}-ep{g.ep}/s{g.max_num_seqs}"
-             f"-k{g.max_num_batched_tokens}",
-        workload=w, pool=g.pool, hardware=g.hardware, role=g.role, count=g.count, tp=g.tp,
-        pp=g.pp, ep=g.ep, gpus_per_instance=g.gpus_per_instance, gpus=g.gpus,
-        max_num_seqs=g.max_num_seqs, max_num_batched_tokens=g.max_num_batched_tokens,
-        enable_chunked_prefill=g.enable_chunked_prefill,
+        **g.engine_group().model_dump(), name=g.key, gpus=g.gpus,
         capacity_per_instance_per_s=per_instance, rate_per_instance_per_s=per_instance,
         utilization=point.utilization.get(g.slot, 0.0) if point is not None else 0.0,
         batch=batch,
@@ -191,7 +177,7 @@ def plan_of(problem: Problem, deployment: Deployment, ev: Evaluation, milp: Plan
             tpot_ms=max((g.tpot_ms for g in groups if g.tpot_ms is not None), default=None),
             tpot_mean_ms=wr.tpot_ms.mean, ttft_limit_ms=w.slo.ttft_s * 1e3,
             tpot_limit_ms=w.slo.tpot_s * 1e3, attainment=w.slo.attainment,
-            pd_ratio=_pd_ratio(n_pre, n_dec), prefill_instances=n_pre, decode_instances=n_dec,
+            pd_ratio=pd_ratio(n_pre, n_dec), prefill_instances=n_pre, decode_instances=n_dec,
             kv_transfer_gb_s=dis * kv_per_request, groups=groups))
     roles = {g.role for wp in workloads for g in wp.groups}
     mode = ("empty" if not roles else "aggregated" if roles == {"aggregated"}

@@ -45,6 +45,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from servingcast.groups import EngineGroup, EngineKind
 from servingcast.planner.plan import Plan
 from servingcast.planner.problem import Problem
 from servingcast.refine.deployment import (
@@ -83,6 +84,11 @@ class SlotSpace(BaseModel):
     enable_chunked_prefill: bool
     capacity_per_instance_per_s: float
     """The MILP's predicted capacity of one instance (the rate search starts from it)."""
+    engine: EngineKind = "vllm"
+    prefix_caching: bool = False
+    spec_tokens: int = 0
+    draft_model: str | None = None
+    """The engine and its features, as the slot's groups run them (never searched)."""
     wide_count_high: int = 0
     """The highest count of a structural layout's group (0: the slot is in none)."""
 
@@ -159,7 +165,7 @@ def _best_candidates(problem: Problem) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _slot_space(problem: Problem, key: str, first: Any, counts: list[int], seqs: list[int],
+def _slot_space(problem: Problem, key: str, first: EngineGroup, counts: list[int], seqs: list[int],
                 tokens: list[int], capacity: float, spread: float) -> SlotSpace:
     pool = problem.pool(first.pool)
     delta = max(1, math.ceil(spread * max(counts))) if counts else 0
@@ -178,7 +184,9 @@ def _slot_space(problem: Problem, key: str, first: Any, counts: list[int], seqs:
         seqs_high=seqs_high if searched else 0,
         seqs_choices=() if searched else tuple(sorted(set(seqs))),
         tokens_choices=tuple(tokens), enable_chunked_prefill=first.enable_chunked_prefill,
-        capacity_per_instance_per_s=capacity)
+        capacity_per_instance_per_s=capacity, engine=first.engine,
+        prefix_caching=first.prefix_caching, spec_tokens=first.spec_tokens,
+        draft_model=first.draft_model)
 
 
 def build_space(problem: Problem, plans: Sequence[Plan], spread: float,
@@ -211,12 +219,10 @@ def build_space(problem: Problem, plans: Sequence[Plan], spread: float,
             gpi = c.gpus
             wide = problem.pool(cfg.pool).count // gpi
             if key not in spaces:
-                first = GroupSetting(
-                    slot=key, pool=cfg.pool, hardware=c.hardware, role=cfg.role, tp=cfg.tp,
-                    pp=cfg.pp, ep=cfg.ep, gpus_per_instance=gpi, count=1,
+                first = EngineGroup.from_config(
+                    cfg, hardware=c.hardware, gpus_per_instance=gpi, count=1,
                     max_num_seqs=c.engine_max_num_seqs,
-                    max_num_batched_tokens=cfg.max_num_batched_tokens,
-                    enable_chunked_prefill=cfg.role != "decode")
+                    enable_chunked_prefill=cfg.role != "decode", engine=problem.engine.kind)
                 spaces[key] = _slot_space(problem, key, first, [], [c.engine_max_num_seqs],
                                           [cfg.max_num_batched_tokens], c.rate, spread)
             spaces[key] = spaces[key].model_copy(update={"wide_count_high": wide})
@@ -271,9 +277,11 @@ def _group(ws: WorkloadSpace, s: SlotSpace, count: int, draw: _Sampler) -> Group
     if s.role == "decode":  # a decode engine's budget only has to hold its batch
         tokens = max(tokens, seqs)
     return GroupSetting(
-        slot=s.key, pool=s.pool, hardware=s.hardware, role=s.role, tp=s.tp, pp=s.pp, ep=s.ep,
-        gpus_per_instance=s.gpus_per_instance, count=count, max_num_seqs=seqs,
-        max_num_batched_tokens=tokens, enable_chunked_prefill=s.enable_chunked_prefill,
+        slot=s.key, workload=ws.name, pool=s.pool, hardware=s.hardware, role=s.role, tp=s.tp,
+        pp=s.pp, ep=s.ep, gpus_per_instance=s.gpus_per_instance, count=count,
+        max_num_seqs=seqs, max_num_batched_tokens=tokens,
+        enable_chunked_prefill=s.enable_chunked_prefill, prefix_caching=s.prefix_caching,
+        spec_tokens=s.spec_tokens, draft_model=s.draft_model, engine=s.engine,
         capacity_per_instance_per_s=s.capacity_per_instance_per_s)
 
 

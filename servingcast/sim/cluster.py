@@ -20,6 +20,8 @@ from servingcast.costmodel.memory import (
 )
 from servingcast.costmodel.parallel import Parallelism
 from servingcast.costmodel.spec import (
+    MTP,
+    draft_cost_model,
     draft_memory_extras,
     draft_parallelism,
     expected_tokens_per_step,
@@ -66,15 +68,19 @@ def _plan(scenario: Scenario, index: int, precision: Precision) -> GroupPlan:
     model = get_model(scenario.model)
     hardware = get_hardware(group.hardware)
     efficiency = None if scenario.efficiency == "calibrated" else float(scenario.efficiency)
-    cm = CostModel(model, hardware, precision, Parallelism(tp=group.tp, pp=group.pp, ep=group.ep),
+    cm = CostModel(model, hardware, precision, Parallelism(tp=group.tp, pp=group.pp, ep=group.ep,
+                                                         attn_dp=group.attn_dp),
                    efficiency)
     draft = None
     extra_w = extra_kv = 0.0
-    spec = scenario.speculative
+    spec = group.speculative or scenario.speculative
     if spec is not None and group.role != "prefill":
-        draft_model = get_model(spec.draft_model)
-        draft = CostModel(draft_model, hardware, precision,
-                          draft_parallelism(draft_model, group.tp), efficiency)
+        if spec.draft_model == MTP:  # the target's own MTP layer, sharded like its layers
+            draft = draft_cost_model(cm, MTP)
+        else:
+            draft_model = get_model(spec.draft_model)
+            draft = CostModel(draft_model, hardware, precision,
+                              draft_parallelism(draft_model, group.tp), efficiency)
         extra_w, extra_kv = draft_memory_extras(draft, group.pp)
     plan = memory_plan(cm, group.gpu_memory_utilization, group.max_num_batched_tokens,
                        group.max_num_seqs, group.block_size, extra_w, extra_kv)

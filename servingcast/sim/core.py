@@ -6,7 +6,11 @@ can run side by side. At equal times iterations end first (priority 0: they free
 blocks), then KV transfers (1), then arrivals (2), and last an idle engine wakes up (3) — so it
 sees every request that arrived at that instant, as a real engine loop would. Each handler
 applies one event and returns the events it causes. Open-loop arrivals are already sorted, so
-they are read from their array in step with the heap instead of being pushed onto it.
+they are read from their array in step with the heap instead of being pushed onto it. Agent
+sessions (:class:`~servingcast.workload.AgenticPrefix`) read only their first turns so; each
+later turn is pushed when the turn before it ends (completed or rejected), ``pause_s`` later,
+and with ``affinity`` it goes to the front instance that served that turn while that instance's
+group can take it (a gateway's session routing), else to the router's choice.
 
 Request flow. An arrival is rejected if no instance could ever serve it (prompt and output
 longer than an instance's KV capacity or ``max_model_len``, or — without chunked prefill — a
@@ -55,6 +59,7 @@ from typing import Any
 
 from servingcast.costmodel.comm import kv_transfer_s
 from servingcast.errors import SimulationError
+from servingcast.groups import instance_name
 from servingcast.sim.cluster import GroupPlan
 from servingcast.sim.decodeset import DecodeSet
 from servingcast.sim.engines import build_policy
@@ -268,6 +273,12 @@ class Simulation:
         self.in_system_area = 0.0
         self._area_t = 0.0
         self._issued = self._planned = 0
+        # Agent sessions (workload ``prefix: {kind: agentic}``): a later turn is sent when the
+        # turn it follows ends, after its pause; with affinity, to the instance that served it.
+        self._next_turn: dict[int, int] = {}
+        if requests.after is not None:
+            self._next_turn = {int(a): k for k, a in enumerate(requests.after.tolist()) if a >= 0}
+        self._served_by: dict[int, Instance] = {}
         self.batches: list[tuple[int, float, float, str, int, int, int]] = []
         self.series_t: list[float] = []
         self.series_in_system: list[int] = []
@@ -281,7 +292,8 @@ class Simulation:
             spec = plan.spec
             q = plan.num_speculative_tokens + 1
             cost = StepCost(plan.cost_model, plan.draft, plan.num_speculative_tokens,
-                            max_tokens=spec.max_num_batched_tokens + spec.max_num_seqs * q)
+                            max_tokens=spec.engine_max_num_batched_tokens
+                            + spec.engine_max_num_seqs * q)
             for k in range(spec.count):
                 pool = BlockPool(plan.num_blocks, spec.block_size,
                                  spec.enable_prefix_caching and spec.role != "decode")
@@ -290,8 +302,8 @@ class Simulation:
                 engine = build_policy(spec.engine, spec.enable_chunked_prefill, spec.role,
                                       plan.num_blocks, spec.block_size, q)
                 instances.append(Instance(
-                    len(instances), f"{spec.name}/{k}", plan.index, spec.role, cost, pool,
-                    decodes, spec.max_num_seqs, spec.max_num_batched_tokens,
+                    len(instances), instance_name(spec.name, k), plan.index, spec.role, cost, pool,
+                    decodes, spec.engine_max_num_seqs, spec.engine_max_num_batched_tokens,
                     spec.enable_chunked_prefill, engine))
         return instances
 
@@ -310,13 +322,17 @@ class Simulation:
             arrivals: list[float] = []
         else:
             arrivals = self.arrival
+        rids: range | list[int] = range(len(arrivals))
+        if reqs.after is not None:  # sessions' first turns (sorted); later ones follow them
+            rids = [k for k, a in enumerate(reqs.after.tolist()) if a < 0]
+            arrivals = [self.arrival[k] for k in rids]
         heap, pop, push = self._heap, heapq.heappop, self._push
         i, n_arr = 0, len(arrivals)
         while True:
             if i < n_arr and (not heap or arrivals[i] < heap[0][0]
                               or (arrivals[i] == heap[0][0] and heap[0][1] > PRI_ARRIVAL)):
                 self.now = arrivals[i]
-                push(self._arrive(i))
+                push(self._arrive(rids[i]))
                 i += 1
             elif heap:
                 time, _, _, handler, arg = pop(heap)
@@ -355,13 +371,17 @@ class Simulation:
         if reason:
             self.reject_reason[rid] = reason
             self.rejected += 1
-            return self._next_user()
+            return self._next_user() + self._follow(rid, None)
         self._account(now)
         self.in_system += 1
         req = Request(rid, now, prompt, output, int(reqs.prefix_group[rid]),
                       int(reqs.prefix_len[rid]))
-        candidates = self._front.candidates(fits)
-        inst = candidates[self._router.choose(candidates)]
+        sticky = self._served_by.pop(rid, None)
+        if sticky is not None and sticky.group in fits:
+            inst = sticky
+        else:
+            candidates = self._front.candidates(fits)
+            inst = candidates[self._router.choose(candidates)]
         req.prefill_instance = inst.index
         if self.options.timeseries:
             self._sample()
@@ -433,7 +453,24 @@ class Simulation:
         progress = self.options.progress
         if progress is not None and self.completed % self._progress_every == 0:
             progress(self.completed + self.rejected, len(self.requests))
-        return self._next_user()
+        front = self.instances[req.prefill_instance] if req.prefill_instance >= 0 else inst
+        return self._next_user() + self._follow(rid, front)
+
+    def _follow(self, rid: int, served: Instance | None) -> list[Event]:
+        """The session turn after ``rid`` (if any), sent after its pause; with affinity it will
+        go to ``served``, the front instance that served ``rid``."""
+        nxt = self._next_turn.pop(rid, None)
+        if nxt is None:
+            return []
+        reqs = self.requests
+        if reqs.affinity and served is not None:
+            self._served_by[nxt] = served
+        assert reqs.pause_s is not None
+        return [(self.now + float(reqs.pause_s[nxt]), PRI_ARRIVAL, self._arrive_turn, nxt)]
+
+    def _arrive_turn(self, rid: int) -> list[Event]:
+        self.arrival[rid] = self.now
+        return self._arrive(rid)
 
     def _next_user(self) -> list[Event]:
         reqs = self.requests

@@ -32,6 +32,13 @@ of the iteration in progress.
 A prefill instance (disaggregated) hands each request off after its prompt; it keeps the
 request's blocks until the KV transfer is done. A decode instance admits handed-off requests
 straight into decoding once blocks for their cache are free.
+
+An attention data-parallel engine (a group's ``attn_dp`` = N > 1, DEP) is one instance: its
+limits are N times the group's per-rank ``max_num_seqs`` and ``max_num_batched_tokens``
+(:attr:`~servingcast.sim.scenario.InstanceGroup.engine_max_num_seqs`), its block pool holds every
+rank's KV, and its iterations cost the cost model's DEP step (the busiest rank of a balanced
+split, :mod:`servingcast.costmodel.dep`). Requests are not pinned to a rank: the pool is shared,
+which is the balanced split the step time assumes (per-rank pools are not modelled).
 """
 
 from __future__ import annotations

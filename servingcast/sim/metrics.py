@@ -38,13 +38,15 @@ PERCENTILES = (50, 90, 95, 99)
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Mean and percentiles in ms; None when no request has the metric."""
+    """Mean and percentiles in ms; None when no request has the metric (or, in results saved
+    before a percentile was recorded, for that percentile). The simulator's summary and the
+    refinement's simulated points share it."""
 
-    mean: float | None
-    p50: float | None
-    p90: float | None
-    p95: float | None
-    p99: float | None
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
 
     @classmethod
     def of(cls, seconds: FloatArray) -> LatencyStats:

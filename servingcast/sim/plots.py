@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from servingcast.sim.metrics import SimResult
+from servingcast.groups import group_of_instances
+from servingcast.sim.metrics import FloatArray, SimResult
 
 
 def _figure(**kwargs: Any) -> Any:
@@ -77,19 +78,34 @@ def _throughput_queue(result: SimResult) -> bytes:
     return _png(fig)
 
 
+def group_kv_usage(result: SimResult) -> dict[str, tuple[FloatArray, FloatArray]]:
+    """Each instance group's KV-cache usage over time, ``(t_s, fraction)``: the mean of its
+    instances' step curves on the union of their sample times. Instances are matched to their
+    group by index (:func:`servingcast.groups.group_of_instances`, the simulator's numbering),
+    not by name; groups without samples are left out. Empty without a time series."""
+    series = result.timeseries
+    if series is None:
+        return {}
+    groups = result.scenario.instance_groups
+    group_of = group_of_instances([g.count for g in groups])
+    usage_of = list(series.kv_usage.values())
+    out = {}
+    for index, group in enumerate(groups):
+        points = [usage_of[i] for i, gi in enumerate(group_of)
+                  if gi == index and usage_of[i][0].size]
+        if not points:
+            continue
+        grid = np.unique(np.concatenate([t for t, _ in points]))
+        out[group.name] = (grid, np.mean([np.interp(grid, t, u) for t, u in points], axis=0))
+    return out
+
+
 def _kv_usage(result: SimResult) -> bytes:
     fig = _figure(figsize=(10, 3.6))
     ax = fig.subplots()
-    series = result.timeseries
-    if series is not None:
-        for group in result.scenario.instance_groups:
-            names = [n for n in series.kv_usage if n.rsplit("/", 1)[0] == group.name]
-            points = [series.kv_usage[n] for n in names if series.kv_usage[n][0].size]
-            if not points:
-                continue
-            grid = np.unique(np.concatenate([t for t, _ in points]))
-            usage = np.mean([np.interp(grid, t, u) for t, u in points], axis=0)
-            ax.step(grid, usage * 100.0, where="post", label=group.name)
+    if result.timeseries is not None:
+        for name, (grid, usage) in group_kv_usage(result).items():
+            ax.step(grid, usage * 100.0, where="post", label=name)
         ax.legend(loc="upper right")
     ax.set_ylabel("KV cache in use (%)")
     ax.set_xlabel("time (s)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from servingcast._text import table
 from servingcast.sim.metrics import LatencyStats, SimResult
 
 
@@ -20,17 +21,6 @@ def summary_json(result: SimResult) -> str:
 
 def _ms(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
-    """Columns right-aligned except the first ``left``."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  " + "  ".join(c.ljust(w) if i < left else c.rjust(w)
-                                for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-    return [line(header)] + [line(r) for r in rows]
 
 
 def summary_table(result: SimResult) -> str:
@@ -54,7 +44,7 @@ def summary_table(result: SimResult) -> str:
     lines += [
         "",
         "Throughput",
-        *_table(["", "per second"], [
+        *table(["", "per second"], [
             ["requests", f"{s.request_throughput_per_s:,.2f}"],
             ["input tokens", f"{s.input_tokens_per_s:,.1f}"],
             ["output tokens", f"{s.output_tokens_per_s:,.1f}"],
@@ -67,7 +57,7 @@ def summary_table(result: SimResult) -> str:
     ]
     stats: list[tuple[str, LatencyStats]] = [("TTFT", s.ttft_ms), ("TPOT", s.tpot_ms),
                                              ("E2E", s.e2e_ms), ("queueing", s.queueing_ms)]
-    lines += _table(["Latency (ms)", "mean", "p50", "p90", "p95", "p99"],
+    lines += table(["Latency (ms)", "mean", "p50", "p90", "p95", "p99"],
                     [[name, *(_ms(getattr(st, k)) for k in ("mean", "p50", "p90", "p95", "p99"))]
                      for name, st in stats])
     lines.append("")
@@ -77,13 +67,14 @@ def summary_table(result: SimResult) -> str:
         rows.append([g.name, g.role, g.hardware, g.engine, str(g.count), f"{g.utilization:.1%}",
                      f"{g.kv_usage_mean:.1%}", f"{g.kv_usage_peak:.1%}", str(g.preemptions),
                      hits])
-    lines += _table(["Instance group", "role", "hardware", "engine", "count", "busy", "KV mean",
-                     "KV peak", "preemptions", "prefix hits"], rows, left=4)
+    lines += table(["Instance group", "role", "hardware", "engine", "count", "busy", "KV mean",
+                     "KV peak", "preemptions", "prefix hits"], rows,
+                    [False] * 4 + [True] * 6)
     lines.append(f"  mean requests in system {s.mean_in_system:,.2f}; preemptions "
                  f"{s.preemptions:,}")
     if len(s.groups) > 1:  # each group's own requests, e.g. engines compared on one workload
         lines.append("")
-        lines += _table(["Latency by group (ms)", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99"],
+        lines += table(["Latency by group (ms)", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99"],
                         [[g.name, _ms(g.ttft_ms.p50), _ms(g.ttft_ms.p99), _ms(g.tpot_ms.p50),
                           _ms(g.tpot_ms.p99)] for g in s.groups])
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 One iteration carries prefill chunks and the decodes of a :class:`DecodeSet`; ``x`` is its
 :class:`~servingcast.costmodel.batch.BatchStats` (decodes verify ``q`` tokens each: 1, or
 ``k + 1`` with speculative decoding). With ``pp`` pipeline stages the batch is split into
-``m = min(pp, sequences)`` micro-batches of ``x / m`` each (vLLM's virtual engines), and an
+``m = min(pp, sequences)`` micro-batches of ``x / m`` each (vLLM's virtual engines,
+:func:`~servingcast.costmodel.spec.micro_batches`), and an
 iteration takes (:func:`~servingcast.costmodel.spec.pipelined_step_s`)
 
     lat, interval = CostModel.iteration_s(x / m)
@@ -36,7 +37,7 @@ import numpy as np
 
 from servingcast.costmodel.batch import BatchStats
 from servingcast.costmodel.fast import FastCost
-from servingcast.costmodel.spec import pipelined_step_s
+from servingcast.costmodel.spec import micro_batches, pipelined_step_s
 from servingcast.costmodel.step import CostModel
 from servingcast.sim.decodeset import DecodeSet
 
@@ -184,7 +185,7 @@ class StepCost:
         dpairs, dkv = dec.sums(step, q) if b else (0.0, 0.0)
         if self.pp == 1 and not self.k:  # the common case, without the micro-batch algebra
             return [fast.parts(tokens, pairs, kv, b, b, dpairs, dkv, b + logits)[0]]
-        m = min(self.pp, b + chunks) or 1
+        m = micro_batches(self.pp, b + chunks)
         lat, parts = fast.parts(tokens / m, pairs / m, kv / m, b / m, b * q / m, dpairs / m,
                                 dkv / m, (b * q + logits) / m)
         draft = 0.0
@@ -203,7 +204,7 @@ class StepCost:
         """Array-valued stats of iterations ``steps`` (exact path), the draft's, and ``m``."""
         tokens, pairs, kv, logits, chunks = pre
         b, q = dec.count, self.q
-        m = float(min(self.pp, b + chunks) or 1)
+        m = float(micro_batches(self.pp, b + chunks))
         sums = np.array([dec.sums(int(s), q) if b else (0.0, 0.0) for s in steps]).reshape(-1, 2)
         one = np.ones(steps.size)
         stats = BatchStats(tokens / m * one, pairs / m * one, kv / m * one, b / m * one,

@@ -23,17 +23,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -43,30 +43,17 @@ from servingcast.errors import ConfigError
 from servingcast.sim.routers import LeastOutstandingRouter, RouterConfig
 from servingcast.specs.catalog import get_hardware, get_model
 from servingcast.specs.precision import get_precision
-from servingcast.units import parse_bandwidth
-from servingcast.workload import Duration, Workload, field_error
+from servingcast.units import Bandwidth, Duration
+from servingcast.workload import Workload, field_error
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 #: Most instances one scenario may hold, over all groups (each is simulated one by one).
 MAX_INSTANCES = 10_000
 
 
-def _bandwidth(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise field_error(f"{value!r} has no unit. To fix: write e.g. '100 GB/s' or '400 Gb/s'")
-    try:
-        return parse_bandwidth(value, require_unit=True)
-    except ConfigError as exc:
-        raise field_error(str(exc)) from None
-
-
-#: Bytes per second, written with a unit (``'100 GB/s'``, ``'400 Gb/s'``).
-Bandwidth = Annotated[float, BeforeValidator(_bandwidth),
-                      PlainSerializer(lambda b: f"{b!r} B/s", return_type=str)]
-
-
 class Speculative(BaseModel):
-    """Speculative decoding with ``draft_model`` (Leviathan et al. 2023)."""
+    """Speculative decoding with ``draft_model`` (Leviathan et al. 2023), a catalog model or
+    ``mtp``: the target's own multi-token-prediction layer (DeepSeek-V3)."""
 
     model_config = _FROZEN
     draft_model: str
@@ -76,6 +63,8 @@ class Speculative(BaseModel):
     @field_validator("draft_model")
     @classmethod
     def _known(cls, value: str, info: ValidationInfo) -> str:
+        if value == "mtp":  # the target's own multi-token-prediction layer (costmodel.spec)
+            return value
         return _resolve_model(value, info)
 
 
@@ -102,10 +91,17 @@ class InstanceGroup(BaseModel):
     max_num_seqs: int = Field(256, ge=1)
     max_num_batched_tokens: int = Field(8192, ge=1, description="token budget per iteration "
                                         "(the chunk budget with chunked prefill)")
+    attn_dp: int = Field(
+        1, ge=1, description="attention data-parallel ranks per engine, experts expert-parallel "
+        "over all attn_dp x tp GPUs (MoE models; SGLang --enable-dp-attention, vLLM "
+        "--data-parallel-size with --enable-expert-parallel); max_num_seqs and "
+        "max_num_batched_tokens are then per rank, as each rank runs its own scheduler")
     enable_chunked_prefill: bool = True
     block_size: int = Field(16, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     enable_prefix_caching: bool = False
+    speculative: Speculative | None = Field(
+        None, description="this group's speculative decoding (default: the scenario's)")
     max_model_len: int | None = Field(None, ge=1, description="default: the model's context")
     weight: float | None = Field(
         None, gt=0, allow_inf_nan=False,
@@ -144,6 +140,24 @@ class InstanceGroup(BaseModel):
         value = _relative(value, info)
         _lookup(get_hardware, value)
         return value
+
+    @model_serializer(mode="wrap")
+    def _without_attn_dp(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A group without attention data-parallelism dumps as it did before the field existed.
+        data = handler(self)
+        if isinstance(data, dict) and self.attn_dp == 1:
+            data.pop("attn_dp", None)
+        return data
+
+    @property
+    def engine_max_num_seqs(self) -> int:
+        """Sequences one engine runs at once: ``max_num_seqs`` on each of ``attn_dp`` ranks."""
+        return self.max_num_seqs * self.attn_dp
+
+    @property
+    def engine_max_num_batched_tokens(self) -> int:
+        """Tokens of one engine iteration: the per-rank budget on each of ``attn_dp`` ranks."""
+        return self.max_num_batched_tokens * self.attn_dp
 
     @model_validator(mode="after")
     def _budget(self) -> InstanceGroup:

@@ -8,9 +8,16 @@ structured sparsity) tera-FLOP/s, ``*_gb_s`` decimal gigabytes per second in one
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -31,6 +38,11 @@ class Efficiency(BaseModel):
     ``compute`` multiplies the dense tensor-core peak, ``memory`` the HBM bandwidth, ``network``
     the interconnect bandwidth. They are calibrated once per device against published
     measurements (``scripts/validate.py``), not fitted row by row.
+
+    ``compute_fp4``, when given, replaces ``compute`` for FP4 (NVFP4/MXFP4) GEMMs: serving
+    engines reach a much smaller fraction of the doubled FP4 tensor-core peak than of the FP8 one
+    (the scale-factor loads and the FP4 -> MMA operand path, and the attention and
+    element-wise kernels that stay in FP8/BF16, do not double).
     """
 
     model_config = _FROZEN
@@ -38,6 +50,21 @@ class Efficiency(BaseModel):
     compute: float = Field(gt=0, le=1)
     memory: float = Field(gt=0, le=1)
     network: float = Field(gt=0, le=1)
+    compute_fp4: float | None = Field(default=None, gt=0, le=1)
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_fp4(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave ``compute_fp4`` out of dumps (and written YAML) when the device has none."""
+        data: dict[str, Any] = handler(self)
+        if data.get("compute_fp4") is None:
+            data.pop("compute_fp4", None)
+        return data
+
+    def compute_for(self, dtype: str) -> float:
+        """The compute efficiency of GEMMs whose datapath is ``dtype``."""
+        if dtype == "fp4" and self.compute_fp4 is not None:
+            return self.compute_fp4
+        return self.compute
 
 
 class Overheads(BaseModel):

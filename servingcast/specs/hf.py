@@ -269,6 +269,9 @@ def _deepseek(cfg: _Config) -> dict[str, Any]:
             num_shared_experts=cfg.int_("n_shared_experts", default=0),
             first_dense_layers=cfg.int_("first_k_dense_replace", default=0),
         )
+    # DeepSeek-V3's multi-token-prediction module (not part of the served model; the draft of
+    # speculative decoding with draft_model: mtp).
+    fields["mtp_layers"] = cfg.int_("num_nextn_predict_layers", default=0)
     return fields
 
 

@@ -83,6 +83,9 @@ class ModelSpec(BaseModel):
     sliding_window: int | None = Field(None, ge=1)
     moe: MoESpec | None = None
     mla: MLASpec | None = None
+    mtp_layers: int = Field(
+        0, ge=0, description="multi-token-prediction modules shipped with the weights "
+        "(DeepSeek-V3's num_nextn_predict_layers): speculative decoding with draft_model: mtp")
     notes: str = ""
 
     @model_validator(mode="after")

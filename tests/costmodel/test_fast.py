@@ -56,3 +56,20 @@ def test_fast_parts_give_the_interval_per_stage() -> None:
     assert len(parts) == 4
     assert max(parts) == pytest.approx(float(cm.iteration_s(stats)[1]), rel=1e-9)
     assert latency > max(parts)
+
+
+@pytest.mark.parametrize(("model", "hw", "prec", "par"), [CASES[1], CASES[2], CASES[4]])
+def test_fast_exact_with_partial_overlap(model: str, hw: str, prec: str,
+                                         par: dict[str, int]) -> None:
+    # GEMMs with partial compute/memory overlap and a TP all-reduce partly hidden behind them
+    # are nonlinear in the token and logit counts; the tabulated parts stay exact.
+    cm = CostModel(get_model(model), get_hardware(hw), get_precision(prec), Parallelism(**par),
+                   tp_comm_overlap=0.6, gemm_non_overlap=0.3)
+    fast = FastCost(cm, max_tokens=256)
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        stats = random_batch(rng, cm.model.sliding_window)
+        want_lat, want_int = cm.iteration_s(stats)
+        lat, interval = fast.iteration_s(stats)
+        assert lat == pytest.approx(float(want_lat), rel=1e-9, abs=0)
+        assert interval == pytest.approx(float(want_int), rel=1e-9, abs=0)

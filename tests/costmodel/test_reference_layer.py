@@ -2,7 +2,8 @@
 
 h = 4096, I = 11008, 32 heads of 128 (MHA), fp16 (2 bytes). Peak 312 TFLOP/s and 2039 GB/s at
 efficiency 0.5: P = 156e12 FLOP/s, BW = 1019.5e9 B/s. Time of an operator = F/P + B/BW
-(ROOFLINE_P = 1). The layer is 32 of the 32 layers, so per-layer figures are totals / 32.
+(GEMM_NON_OVERLAP = 1: no overlap). The layer is 32 of the 32 layers, so per-layer figures are
+totals / 32.
 """
 
 import pytest

@@ -39,3 +39,12 @@ def test_draft_memory_extras() -> None:
     weights, kv = draft_memory_extras(draft, pp=2)
     assert weights == pytest.approx(max(weights_bytes_per_stage(draft)) / 2)
     assert kv == pytest.approx(kv_bytes_per_token(draft) / 4)
+
+
+def test_micro_batches_is_one_per_stage_at_most_and_at_least_one() -> None:
+    from servingcast.costmodel.spec import micro_batches
+
+    assert micro_batches(4, 2) == 2 and micro_batches(4, 9) == 4
+    assert micro_batches(2, 0) == 1 and micro_batches(1, 50) == 1
+    got = micro_batches(4, np.array([0.0, 0.5, 3.0, 10.0]))
+    assert got.tolist() == [1.0, 1.0, 3.0, 4.0]

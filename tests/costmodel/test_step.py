@@ -102,3 +102,75 @@ def test_bad_parallelism(model: str, par: dict[str, int], message: str) -> None:
 def test_missing_dtype_is_an_error() -> None:
     with pytest.raises(ConfigError, match="a100-sxm4-80gb has no fp8 tensor cores"):
         cm("llama-3.1-8b", hw="a100-sxm4-80gb", prec="fp8")
+
+
+def test_moe_tile_padding_is_half_a_tile_per_touched_expert(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Mixtral fp16, h100: each touched expert adds `pad` rows of 6 h I FLOPs (gate, up, down).
+    from servingcast.costmodel import step as step_mod
+
+    hw = get_hardware("h100-sxm")
+    m = CostModel(get_model("mixtral-8x7b"), hw, get_precision("fp16"), Parallelism())
+    batch = Batch.of(prefill=[(4096, 0)])  # touches all 8 experts
+    pad = step_mod.MOE_PAD_TOKENS_PER_EXPERT
+    assert pad > 0.0
+    with_pad = m.step(batch).by_operator["moe"]
+    monkeypatch.setattr(step_mod, "MOE_PAD_TOKENS_PER_EXPERT", 0.0)
+    without = m.step(batch).by_operator["moe"]
+    rate = 989.4e12 * hw.efficiency.compute * step_mod.MOE_COMPUTE_EFFICIENCY
+    extra_flops = 32 * 8 * pad * 6 * 4096 * 14336  # layers x experts x rows x FLOPs per row
+    assert with_pad - without == pytest.approx(extra_flops / rate, rel=1e-6)
+
+
+def test_moe_padding_weighs_on_few_tokens_per_expert() -> None:
+    # Compute per routed token is 33x dearer at batch 1 (2 rows + 2 x 32 padding) than with
+    # 4096 tokens (8192 rows + 8 x 32).
+    m = CostModel(get_model("mixtral-8x7b"), get_hardware("h100-sxm"), get_precision("fp16"),
+                  Parallelism())
+    one = m.step(Batch.of(prefill=[(1, 0)])).by_bound
+    assert one["memory"] > one["compute"] > 0.0
+    big = m.step(Batch.of(prefill=[(4096, 0)]))
+    assert big.by_bound["compute"] > big.by_bound["memory"]
+
+
+def test_fp4_uses_its_own_compute_efficiency() -> None:
+    from servingcast.specs.hardware import Efficiency
+
+    hw = get_hardware("b200")
+    model, prec = get_model("llama-3.1-70b"), get_precision("fp4")
+    batch = Batch.of(prefill=[(8192, 0)])  # compute-bound
+    base = Efficiency(compute=0.6, memory=0.8, network=0.5)
+    plain = CostModel(model, hw, prec, Parallelism(), base)
+    slower = CostModel(model, hw, prec, Parallelism(),
+                       base.model_copy(update={"compute_fp4": 0.3}))
+    ratio = slower.step(batch).by_operator["mlp"] / plain.step(batch).by_operator["mlp"]
+    assert 1.8 < ratio < 2.0  # compute halves; the small memory term does not change
+    # fp8 GEMMs ignore the fp4 factor.
+    fp8 = get_precision("fp8")
+    assert CostModel(model, hw, fp8, Parallelism(), base).step(batch).latency_s == (
+        CostModel(model, hw, fp8, Parallelism(), base.model_copy(
+            update={"compute_fp4": 0.3})).step(batch).latency_s)
+
+
+def test_tp_comm_overlap_hides_part_of_the_allreduce() -> None:
+    model, hw, prec = get_model("llama-3.1-70b"), get_hardware("h100-sxm"), get_precision("fp8")
+    batch = Batch.of(prefill=[(4096, 0)])
+    plain = CostModel(model, hw, prec, Parallelism(tp=8)).step(batch)
+    half = CostModel(model, hw, prec, Parallelism(tp=8), tp_comm_overlap=0.5).step(batch)
+    # Long prefill: the GEMMs outlast the all-reduce, so exactly half of it is hidden.
+    assert half.by_operator["tp_comm"] == pytest.approx(0.5 * plain.by_operator["tp_comm"])
+    assert plain.latency_s - half.latency_s == pytest.approx(
+        0.5 * plain.by_operator["tp_comm"], rel=1e-9)
+    # Decode of one token: the GEMMs are short, so no more than their time is hidden.
+    one = Batch.of(decode=[100])
+    d_plain = CostModel(model, hw, prec, Parallelism(tp=8)).step(one).by_operator
+    d_half = CostModel(model, hw, prec, Parallelism(tp=8), tp_comm_overlap=0.9).step(
+        one).by_operator
+    gemms = sum(d_plain[k] for k in ("qkv", "attn_out", "mlp"))
+    assert d_plain["tp_comm"] - d_half["tp_comm"] <= gemms * (1 + 1e-9)
+
+
+def test_tp_comm_overlap_out_of_range_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"tp_comm_overlap .* must be in \[0, 1\), got 1.5"):
+        CostModel(get_model("llama-3.1-8b"), get_hardware("h100-sxm"), get_precision("fp16"),
+                  Parallelism(tp=2), tp_comm_overlap=1.5)

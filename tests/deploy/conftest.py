@@ -46,7 +46,7 @@ def deploy(name: str) -> dict[str, str]:
 def group_stem(g: InstanceGroup) -> str:
     """The file stem of a plan group (the exported scenario's group name)."""
     return (f"{g.role}-{g.pool}-tp{g.tp}" + (f"-pp{g.pp}" if g.pp > 1 else "")
-            + (f"-ep{g.ep}" if g.ep > 1 else ""))
+            + (f"-ep{g.ep}" if g.ep > 1 else "") + (f"-dp{g.attn_dp}" if g.attn_dp > 1 else ""))
 
 
 def part_label(name: str, g: InstanceGroup) -> str | None:
@@ -101,7 +101,10 @@ def vllm_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantization", choices=["fp8", "awq", "gptq", "modelopt_fp4"])
     p.add_argument("--kv-cache-dtype", choices=VLLM_KV_DTYPES, required=True)
     p.add_argument("--distributed-executor-backend", choices=["ray", "mp"])
+    p.add_argument("--data-parallel-size", type=int, default=1)
+    p.add_argument("--data-parallel-backend", choices=["ray", "mp"])
     p.add_argument("--kv-transfer-config", type=json.loads)
+    p.add_argument("--speculative-config", type=json.loads)
     return p
 
 
@@ -114,6 +117,9 @@ def sglang_parser() -> argparse.ArgumentParser:
     p.add_argument("--tp-size", type=int, required=True)
     p.add_argument("--pp-size", type=int, required=True)
     p.add_argument("--ep-size", type=int, default=1)
+    p.add_argument("--dp-size", type=int, default=1)
+    p.add_argument("--enable-dp-attention", action="store_true")
+    p.add_argument("--moe-a2a-backend", choices=["none", "deepep", "mooncake"])
     p.add_argument("--max-running-requests", type=int, required=True)
     p.add_argument("--chunked-prefill-size", type=int)
     p.add_argument("--enable-mixed-chunk", action="store_true")
@@ -132,6 +138,12 @@ def sglang_parser() -> argparse.ArgumentParser:
     p.add_argument("--nnodes", type=int, default=1)
     p.add_argument("--node-rank")
     p.add_argument("--dist-init-addr")
+    p.add_argument("--speculative-algorithm",
+                   choices=["EAGLE", "EAGLE3", "NEXTN", "STANDALONE", "NGRAM"])
+    p.add_argument("--speculative-draft-model-path")
+    p.add_argument("--speculative-num-steps", type=int)
+    p.add_argument("--speculative-eagle-topk", type=int)
+    p.add_argument("--speculative-num-draft-tokens", type=int)
     return p
 
 

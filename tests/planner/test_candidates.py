@@ -1,5 +1,6 @@
 """Candidate enumeration, drops by reason, and dominance pruning."""
 
+import itertools
 import math
 from statistics import NormalDist
 
@@ -103,3 +104,38 @@ def test_modes_limit_roles(mode: str) -> None:
     problem = make_problem(search={"modes": [mode], "tp": [1], "pp": [1]})
     roles = {c.config.role for c in CandidateBuilder(problem).candidates().candidates}
     assert roles == ({"aggregated"} if mode == "aggregated" else {"prefill", "decode"})
+
+
+def test_decode_and_aggregated_groups_are_pooled(small) -> None:  # type: ignore[no-untyped-def]
+    """Decode and aggregated candidates carry ``f(n)`` (queueing item 10): n times the
+    per-instance rate of the largest computed group size at most n, never below n μ, and the
+    engine cap of a group is sized at that group's capacity."""
+    pooled = [c for c in CandidateBuilder(small).candidates().candidates
+              if c.config.role != "prefill" and c.pooled]
+    assert pooled
+    for c in pooled:
+        sizes = [n for n, _ in c.group_caps]
+        assert sizes[0] == 1 and len(c.pooled) == sizes[-1]
+        assert c.group_caps[0][1] == c.capacity
+        per = [f / n for n, f in enumerate(c.pooled, 1)]
+        assert per[0] == pytest.approx(c.rate)
+        assert all(b >= a - 1e-12 for a, b in itertools.pairwise(per))
+        for n, cap in c.group_caps:
+            assert c.group_rate(n) == pytest.approx(n * cap.rate_per_s)
+            assert c.group_capacity(n) == cap
+        big = len(c.pooled) + 5
+        assert c.group_rate(big) == pytest.approx(big * per[-1])
+        last = c.group_caps[-1]
+        assert c.engine_max_num_seqs_for(last[0]) >= math.ceil(last[1].max_batch)
+
+
+def test_round_robin_rule_is_the_exported_one() -> None:
+    from servingcast.planner.candidates import round_robin_router
+    from servingcast.planner.export import default_router
+
+    for inp, out in ((512, 64), (512, {"kind": "lognormal", "mean": 64, "std": 30}),
+                     ({"kind": "uniform", "low": 100, "high": 900}, 64)):
+        w = make_problem(workloads=[{"name": "w", "model": "llama-3.1-8b", "input_len": inp,
+                                     "output_len": out,
+                                     "slo": {"ttft": "1 s", "tpot": "50 ms"}}]).workloads[0]
+        assert round_robin_router(w) == (default_router(w, "aggregated") == "round_robin")

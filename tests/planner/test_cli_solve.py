@@ -99,6 +99,7 @@ def test_module_entry_point_runs_quickstart() -> None:
     assert "Chosen plan" in proc.stdout
 
 
+@pytest.mark.slow
 def test_refinement_writes_its_section_and_a_rerun_resumes(tmp_path: Path) -> None:
     """The default path: MILP, then simulated trials; rerunning the same command in the same
     folder resumes the study (no --force needed) and keeps every finished trial."""

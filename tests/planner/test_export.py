@@ -39,7 +39,7 @@ MIXED = {
     "pools": [{"name": "h200", "hardware": "h200-sxm", "count": 32}],
     "workloads": [{"name": "rag", "model": "qwen3-8b", "input_len": 8000, "output_len": 1000,
                    "slo": {"ttft": "4 s", "tpot": "80 ms", "attainment": 0.95}}],
-    "search": {"tp": [1, 2, 4, 8], "max_num_seqs": [128, 256, 512],
+    "search": {"tp": [2, 4, 8], "max_num_seqs": [128, 256, 512],
                "max_num_batched_tokens": [2048, 8192]},
 }
 

@@ -141,6 +141,7 @@ def test_points_are_sorted_and_monotonic_in_the_swept_limit() -> None:
     modes = ("aggregated", "disaggregated", "mixed")
     keys = [(p.workload, order.index(p.swept), modes.index(p.mode), p.limit_ms) for p in points]
     assert keys == sorted(keys)
+    rises = []
     for (_, swept, mode), members in _groups(points).items():
         sweep_points = [p for p in members if p.signature is not None]
         factors = TPOT if swept == "tpot" else TTFT
@@ -152,8 +153,9 @@ def test_points_are_sorted_and_monotonic_in_the_swept_limit() -> None:
         # best pure layout's tokens/s per GPU never falls.
         per_gpu = [p.tokens_per_s_per_gpu for p in sweep_points]
         assert all(b >= a * (1 - 1e-9) for a, b in itertools.pairwise(per_gpu)), (swept, mode)
-        if swept == "tpot":  # (the TTFT limit can leave a TPOT-bound mode unchanged)
-            assert per_gpu[-1] > per_gpu[0]
+        if swept == "tpot":  # (the TTFT limit can leave a TPOT-bound mode unchanged, and a
+            rises.append(per_gpu[-1] > per_gpu[0])  # prefill-bound one ignores the TPOT's)
+    assert any(rises)
 
 
 def test_the_chosen_plan_is_marked_and_matches_it(result: PlanningResult) -> None:

@@ -109,8 +109,8 @@ def test_goodput_per_dollar_beats_every_single_configuration() -> None:
      "pool h100 has 8), use fp8 (fits with tp=8, pp=1), or use GPUs with more memory"),
     ({"model": "llama-3.1-70b", "precision": "fp8", "input_len": 8000, "output_len": 200,
       "slo": {"ttft": "50 ms", "tpot": "100 ms"}}, {"tp": [8], "pp": [1]},
-     "the TTFT limit (50 ms at p90) is below the fastest prefill of one prompt (319 ms with "
-     "tp=8, pp=1 on h100-sxm). To fix: raise slo.ttft above 319 ms"),
+     "the TTFT limit (50 ms at p90) is below the fastest prefill of one prompt (314 ms with "
+     "tp=8, pp=1 on h100-sxm). To fix: raise slo.ttft above 314 ms"),
     ({"model": "llama-3.1-70b", "precision": "fp8", "input_len": 1000, "output_len": 200,
       "slo": {"ttft": "5 s", "tpot": "4 ms"}}, {"tp": [4, 8], "pp": [1]},
      "the TPOT limit (4.0 ms) is below the fastest decode step at any allowed configuration"),

@@ -100,6 +100,7 @@ def _simulated_ttft_p90(dist: str, servers: int, rate: float, rho: float) -> flo
     return float(np.quantile(ttft[~np.isnan(ttft)], 0.9))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dist", ["fixed", "lognormal"])
 def test_pooled_ttft_against_the_simulator(dist: str) -> None:
     """c = 1 … 32 prefill instances behind least-outstanding, ρ = 0.3 … 0.95: the pooled model's

@@ -7,6 +7,7 @@ import pytest
 
 from servingcast.planner.queueing import (
     gated_batch_ttft_quantile_s,
+    group_spread_factor,
     lifetime_spread,
     md1_wait_cdf,
     md1_wait_quantile_s,
@@ -147,3 +148,14 @@ def test_prefill_noise_and_the_knee_widen_the_batch() -> None:
 
     assert float(occupancy_quantile(100.0, 0.95, 0.25)) == pytest.approx(
         100.0 + 1.6448536 * 20.0 * (1.0 + 3.0 * KNEE_SPREAD), rel=1e-6)
+
+
+def test_group_spread_factor() -> None:
+    """Queueing item 10: least-outstanding, 1/√k; round-robin, √((1 + 1/k) / 2); 1 alone."""
+    assert float(group_spread_factor(1)) == 1.0
+    assert float(group_spread_factor(1, round_robin=True)) == 1.0
+    assert float(group_spread_factor(4)) == pytest.approx(0.5)
+    assert float(group_spread_factor(4, round_robin=True)) == pytest.approx(math.sqrt(0.625))
+    both = group_spread_factor(np.array([2.0, 16.0]))
+    assert np.allclose(both, [1 / math.sqrt(2), 0.25])
+    assert float(group_spread_factor(10**6, round_robin=True)) > math.sqrt(0.5)

@@ -46,6 +46,7 @@ def test_shipped_plans_meet_their_target_in_simulation(stem: str) -> None:
         assert c.attainment >= c.target, c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stem", ["multi-model-1024", "fleet-4096"])
 def test_large_shipped_plans_meet_their_target_in_simulation(stem: str) -> None:
     # Thousands of instances: 60 000 requests per part keep the test short; such a run cannot

@@ -22,7 +22,7 @@ from servingcast.refine.options import RefineOptions, StudySettings
 PROBLEMS = Path(__file__).resolve().parents[2] / "problems"
 
 #: Small simulations: the tests check properties, not figures.
-FAST = StudySettings(sim_requests=400, max_sim_requests=400, capacity_multiple=2.0)
+FAST = StudySettings(sim_requests=500, max_sim_requests=500, capacity_multiple=2.0)
 
 
 def tiny_data(**overrides: Any) -> dict[str, Any]:

@@ -16,12 +16,12 @@ from servingcast.refine.evaluate import (
     MAX_FACTOR,
     MAX_SIMULATIONS,
     Evaluator,
-    Latency,
     SimPoint,
     concurrent_capacity,
 )
 from servingcast.refine.options import StudySettings
 from servingcast.refine.space import build_space
+from servingcast.sim.metrics import LatencyStats
 
 from .conftest import FAST, planning_of, tiny_data, tiny_problem
 
@@ -66,7 +66,7 @@ def test_large_cluster_is_not_fooled_by_a_short_run() -> None:
 
 
 def _fake_point(rate: float, attainment: float) -> SimPoint:
-    none = Latency(mean=None, p50=None, p90=None, p99=None)
+    none = LatencyStats()
     return SimPoint(rate_per_s=round(rate, 6), attainment=attainment, goodput_per_s=rate,
                     completed=100, num_requests=100, ttft_ms=none, tpot_ms=none,
                     ttft_at_target_ms=10.0, tpot_at_target_ms=5.0, output_tokens_per_s=0.0,

@@ -33,7 +33,7 @@ def test_text_report() -> None:
     for needle in ("Refined plan vs MILP plan", "MILP predicted", "(planned load)",
                    "(max within SLO)", "refined simulated", "TTFT p90 (ms)", "TPOT p99 (ms)",
                    "Gain: ", f"watch it: optuna-dashboard {r.storage}",
-                   "pip install 'servingcast[dashboard]'", "Simulations: chat 400 requests"):
+                   "pip install 'servingcast[dashboard]'", "Simulations: chat 500 requests"):
         assert needle in text, needle
     assert ("What changed: nothing" in text) == (not r.changes)
 

@@ -100,7 +100,7 @@ def test_structural_moves_reach_other_layouts() -> None:
     dis = layouts["any-disaggregated"]
     assert dis.roles == ("prefill", "decode")
     prefill, decode = dis.choices
-    assert "prefill-h200-tp1" in prefill and "prefill-h200-tp1pp2" in prefill
+    assert "prefill-h200-tp1" in prefill and "prefill-h200-tp1-pp2" in prefill
     assert "decode-h200-tp4" in decode and "decode-h200-tp1" in decode
     assert ws.slot("prefill-h200-tp1").wide_count_high == 32
     study = optuna.create_study()

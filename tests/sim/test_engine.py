@@ -67,7 +67,7 @@ def test_closed_batch_with_speculative_decoding() -> None:
     # Whole steps: ceil(1199 / E) steps against the estimate's 1199 / E.
     assert s.tpot_ms.mean == pytest.approx(est.tpot_ms, rel=0.02)
     _, plain = closed_batch("llama-3.1-70b", "h100-sxm", {"tp": 4}, 8, 1024, 1200)
-    assert s.tpot_ms.mean < 0.6 * plain.summary.tpot_ms.mean  # type: ignore[attr-defined]
+    assert s.tpot_ms.mean < 0.7 * plain.summary.tpot_ms.mean  # type: ignore[attr-defined]
 
 
 def test_kv_exhaustion_preempts_the_newest_and_recomputes() -> None:
