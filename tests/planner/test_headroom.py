@@ -50,8 +50,11 @@ def _left_after_each_node(problem: Problem, plan: Plan) -> list[float]:
     out = []
     for i, g in enumerate(groups):
         lost = min(g.count, places[g.name].per_node)
-        out.append(sum(h.capacity_per_instance_per_s * (h.count - (lost if j == i else 0))
-                       for j, h in enumerate(groups)))
+        left = {"aggregated": 0.0, "prefill": 0.0, "decode": 0.0}
+        for j, h in enumerate(groups):
+            left[h.role] += h.capacity_per_instance_per_s * (h.count - (lost if j == i else 0))
+        # what is served: the aggregated part, and the disaggregated part's slower phase
+        out.append(left["aggregated"] + min(left["prefill"], left["decode"]))
     return out
 
 
