@@ -49,6 +49,7 @@ from servingcast.planner.capacity import (
     batched_prefill,
     batched_prefill_costs,
     batches_within_budget,
+    capped_token_queue_ttft_s,
     shape_of,
 )
 from servingcast.planner.plan import InstanceGroup, Plan
@@ -276,9 +277,12 @@ def _check_group(problem: Problem, w: Workload, g: InstanceGroup, tol: float) ->
             a, kappa = batched_prefill_costs(one, full, length, many)
             if kappa > 0.0 and batches_within_budget(
                     np.array([lam]), a, kappa, shape, g.max_num_batched_tokens)[0]:
-                ttft = min(ttft, float(gated_batch_ttft_quantile_s(
+                gated = gated_batch_ttft_quantile_s(
                     shape.quantile, lam, a, kappa * shape.input_mean,
-                    kappa**2 * shape.input_sq_mean, service)))
+                    kappa**2 * shape.input_sq_mean, service)
+                capped = capped_token_queue_ttft_s(shape.quantile, np.array(lam), a, kappa,
+                                                   shape, g.max_num_batched_tokens, service)
+                ttft = min(ttft, max(float(gated), float(capped)))
         if ttft > ttft_limit:
             errors.append(f"{where}: TTFT p{shape.quantile * 100:g} {ttft * 1e3:.1f} ms > "
                           f"{w.slo.ttft_s * 1e3:.1f} ms at {lam:.4g} req/s")
