@@ -180,8 +180,24 @@ class Candidate:
     (their batches swing less in a group, queueing item 10); empty when a group serves no more
     per instance than one instance alone."""
     group_caps: tuple[tuple[int, Capacity], ...] = field(default=(), compare=False, repr=False)
-    """Decode and aggregated: the capacity of one of ``n`` instances at the group sizes where
-    it grows (:meth:`~servingcast.planner.capacity.DecodeProfile.group_capacities`)."""
+    """Decode and aggregated, once :meth:`with_groups` has run: the capacity of one of ``n``
+    instances at the group sizes where it grows
+    (:meth:`~servingcast.planner.capacity.DecodeProfile.group_capacities`)."""
+    limits_s: tuple[float, float] = field(default=(0.0, 0.0), compare=False, repr=False)
+    """The (TTFT, TPOT) limits the capacity was sized against."""
+
+    def with_groups(self, largest: int) -> Candidate:
+        """This candidate with the group capacities of a decode or aggregated one for groups
+        of up to ``largest`` instances (:attr:`pooled`, :attr:`group_caps`; queueing item 10);
+        itself for a prefill one (pooled already) or when groups serve no more per instance.
+        Computed on demand: only MILPs small enough to take the binaries use them."""
+        if self.config.role == "prefill" or self.group_caps or not isinstance(
+                self.profile, (DecodeProfile, AggregatedProfile)):
+            return self
+        levels = tuple(self.profile.group_capacities(
+            *self.limits_s, min(largest, GROUP_LEVELS[-1])))
+        pooled = _stepped_group_rates(levels)
+        return replace(self, pooled=pooled, group_caps=levels) if pooled else self
 
     @property
     def key(self) -> str:
@@ -514,7 +530,7 @@ class CandidateBuilder:
         if say is not None:
             say("candidates: TTFT of aggregated configurations")
         solve_ttft([(e.profile, e.profile.pending_ttft(
-            self._tpot_limit(e.config.workload, tpot_scale), self._largest_group(e)))
+            self._tpot_limit(e.config.workload, tpot_scale)))
                     for e in entries if isinstance(e.profile, AggregatedProfile)])
         for e in self.entries:
             if e.drop is not None:
@@ -530,23 +546,14 @@ class CandidateBuilder:
                 dropped.append(Drop(e.config, e.hardware, "network", "", 0.0))
                 continue
             pooled: tuple[float, ...] = ()
-            levels: tuple[tuple[int, Capacity], ...] = ()
             if isinstance(e.profile, PrefillProfile):
                 count = self.problem.pool(e.config.pool).count // e.gpus
                 pooled = tuple(float(x) for x in e.profile.group_rates(ttft_s, count))
-            else:
-                levels = tuple(e.profile.group_capacities(
-                    ttft_s, self._tpot_limit(e.config.workload, tpot_scale),
-                    self._largest_group(e)))
-                pooled = _stepped_group_rates(levels)
             kept.append(Candidate(e.config, e.hardware, e.gpus, e.node_size, e.price, cap,
-                                  e.kv_bytes, e.profile, pooled, levels))
+                                  e.kv_bytes, e.profile, pooled,
+                                  limits_s=(ttft_s, self._tpot_limit(e.config.workload,
+                                                                     tpot_scale))))
         return CandidateSet(tuple(kept), tuple(dropped), len(self.entries))
-
-    def _largest_group(self, e: _Entry) -> int:
-        """The most instances of ``e``'s size its pool holds (the largest group, at most the
-        largest of :data:`GROUP_LEVELS`)."""
-        return min(self.problem.pool(e.config.pool).count // e.gpus, GROUP_LEVELS[-1])
 
     def _ttft_limit(self, workload: str) -> float:
         """The TTFT limit candidates are sized against (``TTFT_MARGIN`` below the SLO's)."""

@@ -601,8 +601,8 @@ class PrefillProfile:
         return np.where(inside, ttft, np.inf)
 
     def batched_rate(self, ttft_limit_s: float) -> float:
-        """The largest rate (to 1 %) at which one batching instance meets the TTFT limit
-        (:meth:`batched_ttft_s`); 0 when prompts do not batch."""
+        """The largest rate (to 1 % of its stable range) at which one batching instance meets
+        the TTFT limit (:meth:`batched_ttft_s`); 0 when prompts do not batch."""
         if self._batched is None or self.token_s <= 0.0 or not self.serves(ttft_limit_s):
             return 0.0
         cached = self._batched_rates.get(ttft_limit_s)
@@ -661,7 +661,12 @@ class PrefillProfile:
         if rate <= 0.0:
             return Infeasible("ttft", self.service_q)
         limit = "network" if rate >= self.nic_rate * (1 - 1e-9) else "ttft"
-        cap = Capacity(rate, 0.0, 0.0, float(self.ttft_s(rate)), None, limit)
+        # Where the pooled queue carries more than batching does, batching's TTFT there is
+        # past the limit and the shorter one is the pooled queue's (not solved twice).
+        ttft = (self.ttft_s(rate) if rate <= self.batched_rate(ttft_limit_s) * (1 + 1e-9)
+                else ttft_quantile_s(self.quantile, 1, rate, self.mean_s,
+                                     self.second_moment_s2, self.service))
+        cap = Capacity(rate, 0.0, 0.0, float(ttft), None, limit)
         self._capacity[ttft_limit_s] = cap
         return cap
 

@@ -347,6 +347,9 @@ def build_model(problem: Problem, candidates: Sequence[Candidate],
     cands = {c.key: c for c in candidates}
     large = len(cands) >= LARGE_MILP
     most = {k: instance_bound(c, problem, by_demand=large) for k, c in cands.items()}
+    pool_all = len(cands) < POOL_ALL_ROLES_BELOW
+    if pool_all:  # decode and aggregated groups too (constraints 4-5)
+        cands = {k: c.with_groups(most[k]) for k, c in cands.items()}
     priced = all(p.price is not None for p in problem.pools)
     m = pyo.ConcreteModel(name=problem.name)
     m.C = pyo.Set(initialize=list(cands), ordered=True)
@@ -359,8 +362,7 @@ def build_model(problem: Problem, candidates: Sequence[Candidate],
     # Past POOL_ALL_ROLES_BELOW candidates only prefill groups are pooled (where pooling gains
     # the most): every pooled candidate adds a binary per group size, and decode and aggregated
     # groups gain a few percent per instance (queueing item 10), which n μ_c leaves as headroom.
-    add_pooled_capacity(m, cands, most,
-                        ROLES if len(cands) < POOL_ALL_ROLES_BELOW else ("prefill",))
+    add_pooled_capacity(m, cands, most, ROLES if pool_all else ("prefill",))
     add_aggregated_capacity(m, cands)
     add_disaggregated_capacity(m, cands)
     add_kv_fabric(m, cands, problem)

@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict
 from servingcast.errors import InfeasibleError, SolverError
 from servingcast.planner.candidates import LARGE_MILP, Candidate
 from servingcast.planner.milp import (
+    POOL_ALL_ROLES_BELOW,
     PlanModel,
     add_aggregated_capacity,
     add_demand,
@@ -226,6 +227,8 @@ def build_periods(problem: Problem, candidates: Sequence[Candidate]) -> PlanMode
     large = len(cands) >= LARGE_MILP
     most = {key: instance_bound(c, problem, by_demand=large or problem.headroom == "none")
             for key, c in cands.items()}
+    if len(cands) < POOL_ALL_ROLES_BELOW:  # decode and aggregated groups pooled, as build_model
+        cands = {key: c.with_groups(most[key]) for key, c in cands.items()}
     m = pyo.ConcreteModel(name=f"{problem.name}-periods")
     m.T = pyo.Set(initialize=range(k), ordered=True)
     m.P = pyo.Set(initialize=[p.name for p in problem.pools], ordered=True)

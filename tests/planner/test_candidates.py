@@ -110,8 +110,9 @@ def test_decode_and_aggregated_groups_are_pooled(small) -> None:  # type: ignore
     """Decode and aggregated candidates carry ``f(n)`` (queueing item 10): n times the
     per-instance rate of the largest computed group size at most n, never below n μ, and the
     engine cap of a group is sized at that group's capacity."""
-    pooled = [c for c in CandidateBuilder(small).candidates().candidates
-              if c.config.role != "prefill" and c.pooled]
+    cands = CandidateBuilder(small).candidates().candidates
+    assert all(not c.pooled for c in cands if c.config.role != "prefill")  # until asked
+    pooled = [g for c in cands if c.config.role != "prefill" and (g := c.with_groups(64)).pooled]
     assert pooled
     for c in pooled:
         sizes = [n for n, _ in c.group_caps]

@@ -15,6 +15,7 @@ from servingcast.planner.milp import (
     exclude_plan,
     extract_allocation,
     extract_plan,
+    instance_bound,
     solve_model,
 )
 from servingcast.planner.plan import SolveStatus
@@ -127,7 +128,9 @@ def test_milp_equals_brute_force(case: str) -> None:
         extra["search"] = {**SMALL_SEARCH, "tp": [1]}
         pools = [{"name": "h100", "hardware": "h100-sxm", "count": 5}]
     problem = make_problem(pools=pools, **({"workloads": [chat]} | extra))
-    cands = CandidateBuilder(problem).candidates().candidates
+    # As the MILP sees them: decode and aggregated groups pooled too (a small MILP).
+    cands = tuple(c.with_groups(instance_bound(c, problem, by_demand=False))
+                  for c in CandidateBuilder(problem).candidates().candidates)
     assert 2 <= len(cands) <= 14
     if case == "pooled-prefill":
         prefill = [c for c in cands if c.config.role == "prefill"]
