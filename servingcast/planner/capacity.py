@@ -30,6 +30,12 @@ of the requests, not only on average.
     rate(b)   = b / (n · TPOT(b))                        (Little's law)
     capacity  = max { rate(b) : TPOT(b_q) <= TPOT limit } (and what its links can receive)
 
+One of a **group** of ``k`` decode (or aggregated) instances behind one router swings less:
+``b_q - b`` shrinks by :func:`~servingcast.planner.queueing.group_spread_factor` (``1/√k``
+behind least-outstanding, queueing item 10), so it carries more at the same limit
+(:meth:`DecodeProfile.group_capacities`; the prefill stalls of an aggregated instance do not
+pool).
+
 **Prefill group** (disaggregated). Prompts are prefilled one at a time, in chunks of
 ``max_num_batched_tokens``; ``S(L)`` is the sum of its chunks' ``τ``. A group of ``k`` instances
 behind one least-outstanding router is one pooled queue of ``c = k`` servers (DistServe section
