@@ -122,7 +122,19 @@ def stable_dump(model: type[BaseModel], data: dict[str, Any], order: Sequence[st
     return out
 
 
-class EngineGroup(BaseModel):
+class SingleRankOmitted(BaseModel):
+    """A model with an ``attn_dp`` field that dumps without it when it is 1 (no attention
+    data-parallelism), as it did before the field existed: plan groups and scenario groups."""
+
+    @model_serializer(mode="wrap")
+    def _without_attn_dp(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and getattr(self, "attn_dp", 1) == 1:
+            data.pop("attn_dp", None)
+        return data
+
+
+class EngineGroup(SingleRankOmitted):
     """``count`` identical engines of one configuration on ``hardware``.
 
     The configuration (``workload`` … ``max_num_batched_tokens``) is the planner's candidate
@@ -158,14 +170,6 @@ class EngineGroup(BaseModel):
     ``attn_dp * tp`` GPUs (DEP; 1: off). ``max_num_seqs`` and ``max_num_batched_tokens`` are
     the whole engine's; each rank launches with ``ceil(value / attn_dp)``
     (:meth:`rank_max_num_seqs`)."""
-
-    @model_serializer(mode="wrap")
-    def _without_attn_dp(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # A group without attention data-parallelism dumps as it did before the field existed.
-        data = handler(self)
-        if isinstance(data, dict) and self.attn_dp == 1:
-            data.pop("attn_dp", None)
-        return data
 
     @property
     def rank_max_num_seqs(self) -> int:

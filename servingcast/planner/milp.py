@@ -340,18 +340,21 @@ def add_objective_terms(m: pyo.ConcreteModel, cands: dict[str, Candidate], probl
         for k, c in cands.items()))
 
 
-def build_model(problem: Problem, candidates: Sequence[Candidate],
-                alternatives: bool = False) -> PlanModel:
-    """Assemble the MILP of the module docstring for ``candidates`` (no objective yet: the
-    objective depends on the solve stage, see :func:`solve_model`)."""
-    cands = {c.key: c for c in candidates}
-    large = len(cands) >= LARGE_MILP
-    most = {k: instance_bound(c, problem, by_demand=large) for k, c in cands.items()}
-    pool_all = len(cands) < POOL_ALL_ROLES_BELOW
-    if pool_all:  # decode and aggregated groups too (constraints 4-5)
-        cands = {k: c.with_groups(most[k]) for k, c in cands.items()}
-    priced = all(p.price is not None for p in problem.pools)
-    m = pyo.ConcreteModel(name=problem.name)
+def with_pooled_groups(cands: dict[str, Candidate],
+                       most: dict[str, int]) -> dict[str, Candidate]:
+    """``cands`` with the group capacities of decode and aggregated candidates
+    (:meth:`Candidate.with_groups`) when the MILP is small enough to take them
+    (:data:`POOL_ALL_ROLES_BELOW`), as they are otherwise."""
+    if len(cands) >= POOL_ALL_ROLES_BELOW:
+        return cands
+    return {k: c.with_groups(most[k]) for k, c in cands.items()}
+
+
+def add_allocation(m: Any, problem: Problem, cands: dict[str, Candidate],
+                   most: dict[str, int]) -> None:
+    """The sets and constraints 1-7 of the module docstring on ``m`` (a model or a block): one
+    allocation of ``problem``'s pools to ``cands`` (from :func:`with_pooled_groups`), without
+    an objective."""
     m.C = pyo.Set(initialize=list(cands), ordered=True)
     m.W = pyo.Set(initialize=[w.name for w in problem.workloads], ordered=True)
     m.P = pyo.Set(initialize=[p.name for p in problem.pools], ordered=True)
@@ -362,11 +365,25 @@ def build_model(problem: Problem, candidates: Sequence[Candidate],
     # Past POOL_ALL_ROLES_BELOW candidates only prefill groups are pooled (where pooling gains
     # the most): every pooled candidate adds a binary per group size, and decode and aggregated
     # groups gain a few percent per instance (queueing item 10), which n μ_c leaves as headroom.
-    add_pooled_capacity(m, cands, most, ROLES if pool_all else ("prefill",))
+    small = len(cands) < POOL_ALL_ROLES_BELOW
+    add_pooled_capacity(m, cands, most, ROLES if small else ("prefill",))
     add_aggregated_capacity(m, cands)
     add_disaggregated_capacity(m, cands)
     add_kv_fabric(m, cands, problem)
     add_demand(m, problem)
+
+
+def build_model(problem: Problem, candidates: Sequence[Candidate],
+                alternatives: bool = False) -> PlanModel:
+    """Assemble the MILP of the module docstring for ``candidates`` (no objective yet: the
+    objective depends on the solve stage, see :func:`solve_model`)."""
+    cands = {c.key: c for c in candidates}
+    large = len(cands) >= LARGE_MILP
+    most = {k: instance_bound(c, problem, by_demand=large) for k, c in cands.items()}
+    cands = with_pooled_groups(cands, most)
+    priced = all(p.price is not None for p in problem.pools)
+    m = pyo.ConcreteModel(name=problem.name)
+    add_allocation(m, problem, cands, most)
     if alternatives:
         add_usage_indicators(m, most)
     add_objective_terms(m, cands, problem, priced)

@@ -53,21 +53,13 @@ from pydantic import BaseModel, ConfigDict
 from servingcast.errors import InfeasibleError, SolverError
 from servingcast.planner.candidates import LARGE_MILP, Candidate
 from servingcast.planner.milp import (
-    POOL_ALL_ROLES_BELOW,
     PlanModel,
-    add_aggregated_capacity,
-    add_demand,
-    add_disaggregated_capacity,
-    add_gpu_budget,
-    add_instance_counts,
-    add_kv_fabric,
+    add_allocation,
     add_objective_terms,
-    add_pooled_capacity,
-    add_rate_split,
-    add_whole_nodes,
     extract_allocation,
     instance_bound,
     solve_model,
+    with_pooled_groups,
 )
 from servingcast.planner.plan import SolverReport, SolveStatus
 from servingcast.planner.problem import Problem
@@ -176,18 +168,7 @@ def _add_period(b: Any, problem: Problem, cands: dict[str, Candidate],
                 most: dict[str, int]) -> None:
     """The MILP of :func:`servingcast.planner.milp.build_model` for one period, in block
     ``b`` (with the N+1 headroom when the problem asks for it)."""
-    b.C = pyo.Set(initialize=list(cands), ordered=True)
-    b.W = pyo.Set(initialize=[w.name for w in problem.workloads], ordered=True)
-    b.P = pyo.Set(initialize=[p.name for p in problem.pools], ordered=True)
-    add_instance_counts(b, cands, most)
-    add_gpu_budget(b, cands, problem)
-    add_whole_nodes(b, cands, problem)
-    add_rate_split(b)
-    add_pooled_capacity(b, cands, most)
-    add_aggregated_capacity(b, cands)
-    add_disaggregated_capacity(b, cands)
-    add_kv_fabric(b, cands, problem)
-    add_demand(b, problem)
+    add_allocation(b, problem, cands, most)
     add_objective_terms(b, cands, problem, priced=True)
     if problem.headroom == "n_plus_one":
         from servingcast.planner.headroom import add_n_plus_one
@@ -227,8 +208,7 @@ def build_periods(problem: Problem, candidates: Sequence[Candidate]) -> PlanMode
     large = len(cands) >= LARGE_MILP
     most = {key: instance_bound(c, problem, by_demand=large or problem.headroom == "none")
             for key, c in cands.items()}
-    if len(cands) < POOL_ALL_ROLES_BELOW:  # decode and aggregated groups pooled, as build_model
-        cands = {key: c.with_groups(most[key]) for key, c in cands.items()}
+    cands = with_pooled_groups(cands, most)  # as build_model
     m = pyo.ConcreteModel(name=f"{problem.name}-periods")
     m.T = pyo.Set(initialize=range(k), ordered=True)
     m.P = pyo.Set(initialize=[p.name for p in problem.pools], ordered=True)

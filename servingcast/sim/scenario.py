@@ -29,17 +29,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
 from servingcast._yaml import format_validation_error, read_yaml
 from servingcast.engines import EngineConfig, VllmEngine, parse_engine
 from servingcast.errors import ConfigError
+from servingcast.groups import SingleRankOmitted
 from servingcast.sim.routers import LeastOutstandingRouter, RouterConfig
 from servingcast.specs.catalog import get_hardware, get_model
 from servingcast.specs.precision import get_precision
@@ -68,7 +67,7 @@ class Speculative(BaseModel):
         return _resolve_model(value, info)
 
 
-class InstanceGroup(BaseModel):
+class InstanceGroup(SingleRankOmitted):
     """``count`` identical engines (data-parallel replicas) and their limits.
 
     ``engine`` (default ``vllm``; :mod:`servingcast.engines`) picks the scheduling policy and the
@@ -140,14 +139,6 @@ class InstanceGroup(BaseModel):
         value = _relative(value, info)
         _lookup(get_hardware, value)
         return value
-
-    @model_serializer(mode="wrap")
-    def _without_attn_dp(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # A group without attention data-parallelism dumps as it did before the field existed.
-        data = handler(self)
-        if isinstance(data, dict) and self.attn_dp == 1:
-            data.pop("attn_dp", None)
-        return data
 
     @property
     def engine_max_num_seqs(self) -> int:
